@@ -1,0 +1,52 @@
+# dronelink — build, test, fuzz, bench, lint.
+# `make demo` runs the link end to end on loopback; `make test` is what CI runs.
+
+GO        ?= go
+FUZZTIME  ?= 1m
+BENCHTIME ?= 1s
+STATICCHECK_VERSION ?= v0.8.2
+BIN       ?= bin
+
+PACKAGES  := ./...
+
+.PHONY: all build test vet fmt-check lint fuzz bench demo clean tidy-check
+
+all: build
+
+build:
+	mkdir -p $(BIN)
+	$(GO) build -trimpath -o $(BIN)/ ./cmd/...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PACKAGES)
+
+# test: formatting, vet, and every test (seed corpora of the fuzz targets included) under the
+# race detector.
+test: fmt-check vet
+	$(GO) test -race -count=1 -timeout 20m $(PACKAGES)
+
+lint:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PACKAGES)
+
+tidy-check:
+	$(GO) mod tidy -diff
+
+# fuzz: every native fuzz target in the module, each for FUZZTIME.
+fuzz:
+	@set -e; for pkg in $$($(GO) list $(PACKAGES)); do \
+	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$target ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+# bench: the per-packet benchmarks beside the code.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./pkg/...
+
+clean:
+	rm -rf $(BIN)
