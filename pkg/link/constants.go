@@ -1,0 +1,168 @@
+package link
+
+import "time"
+
+// Protocol numbers: every size, offset, timer and limit of the wire protocol lives here so
+// that docs/PROTOCOL.md can be checked against one file.
+
+// ProtocolVersion is carried in the high nibble of the first byte of every datagram.
+const ProtocolVersion = 1
+
+// Datagram types, carried in the low nibble of the first byte.
+const (
+	TypeInitiation = 1 // operator → drone: start a session
+	TypeResponse   = 2 // drone → operator: accept it
+	TypeError      = 3 // drone → operator: refuse it, with a reason
+	TypeData       = 4 // either way: one AEAD-sealed application message
+)
+
+// Sizes of fields shared by several datagrams.
+const (
+	indexSize     = 2  // session index, big-endian; 0 means "none"
+	timestampSize = 8  // unix nanoseconds, big-endian
+	keyIDSize     = 16 // crypto.KeyIDSize
+	publicSize    = 32 // X25519 public key
+	macSize       = 32 // HMAC-SHA256 under the PSK MAC key
+	tagSize       = 16 // Poly1305
+	counterSize   = 4  // data counter, big-endian
+)
+
+// Initiation layout (operator → drone). W = wrapped secret (drone modulus size),
+// S = signature (operator modulus size); both implicit in RSA sizes, W also explicit.
+const (
+	initOffType      = 0
+	initOffSender    = 1
+	initOffReplaces  = initOffSender + indexSize        // 3
+	initOffTimestamp = initOffReplaces + indexSize      // 5
+	initOffOperator  = initOffTimestamp + timestampSize // 13
+	initOffDrone     = initOffOperator + keyIDSize      // 29
+	initOffEphemeral = initOffDrone + keyIDSize         // 45
+	initOffWrapLen   = initOffEphemeral + publicSize    // 77
+	initOffWrapped   = initOffWrapLen + 2               // 79
+
+	// InitiationFixedSize is the initiation's size without the wrapped secret and signature.
+	InitiationFixedSize = initOffWrapped + macSize // 111
+)
+
+// Response layout (drone → operator).
+const (
+	respOffType      = 0
+	respOffSender    = 1
+	respOffReceiver  = respOffSender + indexSize     // 3
+	respOffFlags     = respOffReceiver + indexSize   // 5
+	respOffEphemeral = respOffFlags + 1              // 6
+	respOffConfirm   = respOffEphemeral + publicSize // 38
+	respOffMAC       = respOffConfirm + tagSize      // 54
+
+	// ResponseSize is the response datagram's size.
+	ResponseSize = respOffMAC + macSize // 86
+
+	// FlagLoginCarried in the response flags: the initiation replaced a live session of the
+	// same operator key that was logged in, and the login carries over to the new session.
+	FlagLoginCarried = 1 << 0
+	respKnownFlags   = FlagLoginCarried
+)
+
+// Error layout (drone → operator).
+const (
+	errOffType      = 0
+	errOffReceiver  = 1
+	errOffCode      = errOffReceiver + indexSize      // 3
+	errOffTimestamp = errOffCode + 1                  // 4
+	errOffMAC       = errOffTimestamp + timestampSize // 12
+
+	// ErrorSize is the error datagram's size.
+	ErrorSize = errOffMAC + macSize // 44
+)
+
+// Data layout (either direction). The 7-byte header is the AEAD's associated data.
+const (
+	dataOffType     = 0
+	dataOffReceiver = 1
+	dataOffCounter  = dataOffReceiver + indexSize // 3
+
+	// DataHeaderSize is the clear header of a data datagram.
+	DataHeaderSize = dataOffCounter + counterSize // 7
+	// DataOverhead is what a data datagram adds to its plaintext: header and tag.
+	DataOverhead = DataHeaderSize + tagSize // 23
+)
+
+// Size limits.
+const (
+	// MaxDatagramSize is the largest datagram dronelink sends or accepts. It keeps every
+	// datagram inside a 1280-byte IPv6 minimum MTU path with room for IP and UDP headers.
+	MaxDatagramSize = 1200
+	// MaxPlaintextSize is the largest sealed message (message type byte included).
+	MaxPlaintextSize = MaxDatagramSize - DataOverhead
+	// ReadBufferSize is larger than any valid datagram so oversize ones are seen and dropped.
+	ReadBufferSize = 2048
+	// MinRSABytes and MaxRSABytes bound the wrapped-secret and signature fields (2048 to 4096 bits).
+	MinRSABytes = 256
+	MaxRSABytes = 512
+	// MinInitiationSize and MaxInitiationSize bound an initiation before anything else is looked at.
+	MinInitiationSize = InitiationFixedSize + 2*MinRSABytes // 623
+	MaxInitiationSize = InitiationFixedSize + 2*MaxRSABytes // 1135
+)
+
+// Counter limits. The send counter never wraps: a session is rekeyed at RekeyAfterMessages
+// and refuses to send or accept at RejectAfterMessages.
+const (
+	RekeyAfterMessages  = 1 << 31
+	RejectAfterMessages = 1<<32 - 1
+
+	// Compile-time ordering checks: these constants overflow (and fail to compile) if the
+	// rekey limit is not strictly below the reject limit, or if the reject limit does not
+	// fit the 32-bit wire counter.
+	_ uint64 = RejectAfterMessages - RekeyAfterMessages - 1
+	_ uint32 = RejectAfterMessages
+)
+
+// Timers. Each endpoint config may override them; zero means these defaults.
+const (
+	// RekeyAfterTime: the operator starts a new handshake once a session is this old.
+	RekeyAfterTime = 120 * time.Second
+	// RejectAfterTime: a session this old is neither used nor accepted any more.
+	RejectAfterTime = 180 * time.Second
+	// PreviousSessionGrace: a replaced session still receives for this long, so packets
+	// already in flight during a rekey are not lost.
+	PreviousSessionGrace = 10 * time.Second
+	// HandshakeRetryInitial and HandshakeRetryMax: capped exponential backoff (with jitter)
+	// for initiations; each retry is a fresh initiation with a newer timestamp.
+	HandshakeRetryInitial = 400 * time.Millisecond
+	HandshakeRetryMax     = 2 * time.Second
+	// RequestRetryInitial and RequestRetryMax: backoff for logins and commands awaiting an answer.
+	RequestRetryInitial = 200 * time.Millisecond
+	RequestRetryMax     = time.Second
+	// KeepaliveInterval: an established endpoint that has sent nothing for this long sends a keepalive.
+	KeepaliveInterval = 5 * time.Second
+	// LinkLostAfter: no authenticated datagram for this long marks the link lost. It is
+	// always LinkLostKeepalives keepalive intervals, also when the interval is configured.
+	LinkLostAfter      = LinkLostKeepalives * KeepaliveInterval
+	LinkLostKeepalives = 3
+	// SessionIdleTimeout: the drone forgets a session that has been silent this long.
+	SessionIdleTimeout = 60 * time.Second
+	// MaxCommandLifetime caps how long an operator retransmits one command.
+	MaxCommandLifetime = 60 * time.Second
+	// DedupLifetime: the drone remembers an executed command id this long, longer than any
+	// retransmission of it can arrive, so it never executes twice.
+	DedupLifetime = 2 * MaxCommandLifetime
+
+	_ uint64 = uint64(RejectAfterTime - RekeyAfterTime - 1)
+	_ uint64 = uint64(DedupLifetime - MaxCommandLifetime - 1)
+	_ uint64 = uint64(SessionIdleTimeout - LinkLostAfter - 1)
+)
+
+// Capacity limits, defaults for the server config.
+const (
+	DefaultMaxSessions       = 1024
+	DefaultMaxSessionsPerKey = 8
+	DefaultDedupCapacity     = 1024 // executed command ids remembered per operator key
+	DefaultLoginWorkers      = 2    // concurrent password checks (argon2 is memory-hard)
+	DefaultLoginQueue        = 16
+	DefaultCommandQueue      = 64
+	MaxUserNameSize          = 64
+	MaxPasswordSize          = 256
+)
+
+// timerTick is how often endpoints look at their timers.
+const timerTick = 100 * time.Millisecond

@@ -1,0 +1,36 @@
+package link
+
+import "errors"
+
+// Sentinel errors for protocol failures. Compare with errors.Is; endpoints wrap them with
+// context. None of them ever carries key material or packet contents.
+var (
+	// ErrMalformed: wrong length, type, version or field value.
+	ErrMalformed = errors.New("malformed datagram")
+	// ErrBadMAC: the PSK MAC did not verify (wrong PSK or tampering).
+	ErrBadMAC = errors.New("bad PSK MAC")
+	// ErrStale: an initiation not strictly newer than the last accepted one for its key.
+	ErrStale = errors.New("stale initiation timestamp")
+	// ErrReplay: a data counter already seen or older than the replay window.
+	ErrReplay = errors.New("replayed datagram")
+	// ErrUnknownSession: a receiver index that names no live session.
+	ErrUnknownSession = errors.New("unknown session")
+	// ErrDecrypt: the AEAD tag or the key confirmation did not verify.
+	ErrDecrypt = errors.New("authentication failed")
+	// ErrRateLimited: the request was refused by a rate limiter.
+	ErrRateLimited = errors.New("rate limited")
+	// ErrUnknownOperatorKey: the operator's key is not authorised on this drone.
+	ErrUnknownOperatorKey = errors.New("operator key not authorised on the drone")
+	// ErrWrongDroneKey: the operator pinned a different drone key than the drone holds.
+	ErrWrongDroneKey = errors.New("drone key mismatch: the drone does not hold the pinned key")
+	// ErrBadSignature: the operator's RSA-PSS signature did not verify.
+	ErrBadSignature = errors.New("bad operator signature")
+	// ErrSessionLimit: too many sessions, globally or for one operator key.
+	ErrSessionLimit = errors.New("session limit reached")
+	// ErrSessionExpired: the session passed its message or time limit and must be rekeyed.
+	ErrSessionExpired = errors.New("session expired")
+	// ErrTooLarge: a message that does not fit one datagram.
+	ErrTooLarge = errors.New("message too large for one datagram")
+	// ErrClosed: the endpoint was closed.
+	ErrClosed = errors.New("link closed")
+)

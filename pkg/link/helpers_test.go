@@ -1,0 +1,267 @@
+package link
+
+import (
+	"context"
+	cryptorand "crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dronelink/dronelink/pkg/crypto"
+)
+
+// Test keys are 2048-bit (the minimum) so the suite stays fast; size tests use 4096.
+var (
+	keysOnce  sync.Once
+	testDrone *rsa.PrivateKey
+	testOp1   *rsa.PrivateKey
+	testOp2   *rsa.PrivateKey
+	testOther *rsa.PrivateKey
+	testPSK   crypto.PSK
+)
+
+func testKeys(t testing.TB) {
+	t.Helper()
+	keysOnce.Do(func() {
+		var wg sync.WaitGroup
+		for _, k := range []**rsa.PrivateKey{&testDrone, &testOp1, &testOp2, &testOther} {
+			wg.Go(func() {
+				key, err := crypto.GenerateRSAKey(cryptorand.Reader, 2048)
+				if err != nil {
+					panic(err)
+				}
+				*k = key
+			})
+		}
+		wg.Wait()
+		var err error
+		if testPSK, err = crypto.GeneratePSK(cryptorand.Reader); err != nil {
+			panic(err)
+		}
+	})
+}
+
+// testUser is one user of testAuth.
+type testUser struct {
+	password string
+	role     Role
+	keys     []crypto.KeyID
+}
+
+// testAuth is an in-memory Authenticator that counts its calls.
+type testAuth struct {
+	mu      sync.Mutex
+	pubs    map[crypto.KeyID]*rsa.PublicKey
+	users   map[string]testUser
+	lookups atomic.Int64
+	logins  atomic.Int64
+}
+
+func newTestAuth() *testAuth {
+	return &testAuth{pubs: map[crypto.KeyID]*rsa.PublicKey{}, users: map[string]testUser{}}
+}
+
+func (a *testAuth) add(name, password string, role Role, keys ...*rsa.PrivateKey) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	u := testUser{password: password, role: role}
+	for _, k := range keys {
+		id := crypto.KeyIDOf(&k.PublicKey)
+		a.pubs[id] = &k.PublicKey
+		u.keys = append(u.keys, id)
+	}
+	a.users[name] = u
+}
+
+func (a *testAuth) remove(name string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, id := range a.users[name].keys {
+		delete(a.pubs, id)
+	}
+	delete(a.users, name)
+}
+
+func (a *testAuth) LookupKey(id crypto.KeyID) (*rsa.PublicKey, bool) {
+	a.lookups.Add(1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p, ok := a.pubs[id]
+	return p, ok
+}
+
+func (a *testAuth) Login(user string, password []byte, key crypto.KeyID) (Role, LoginStatus) {
+	a.logins.Add(1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	u, ok := a.users[user]
+	if !ok {
+		return RoleNone, LoginUnknownUser
+	}
+	found := false
+	for _, k := range u.keys {
+		found = found || k == key
+	}
+	if !found {
+		return RoleNone, LoginKeyNotAuthorised
+	}
+	if u.password != string(password) {
+		return RoleNone, LoginWrongPassword
+	}
+	return u.role, LoginOK
+}
+
+// countingDroneKey counts RSA unwraps, to prove forged traffic never reaches them.
+type countingDroneKey struct {
+	DroneKey
+	unwraps atomic.Int64
+}
+
+func (k *countingDroneKey) UnwrapSecret(w []byte) ([]byte, error) {
+	k.unwraps.Add(1)
+	return k.DroneKey.UnwrapSecret(w)
+}
+
+// execLog records every executed command, to check at-most-once.
+type execLog struct {
+	mu    sync.Mutex
+	count map[[2]uint64]int
+	total int
+}
+
+func newExecLog() *execLog { return &execLog{count: map[[2]uint64]int{}} }
+
+func (l *execLog) handler(_ context.Context, cmd Command) (AckStatus, []byte) {
+	l.mu.Lock()
+	l.count[[2]uint64{uint64(cmd.OperatorKey[0]) | uint64(cmd.OperatorKey[1])<<8, cmd.ID}]++
+	l.total++
+	l.mu.Unlock()
+	return AckOK, append([]byte("done:"), cmd.Payload...)
+}
+
+func (l *execLog) check(t *testing.T, want int) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.total != want {
+		t.Errorf("executed %d commands, want %d", l.total, want)
+	}
+	for id, n := range l.count {
+		if n != 1 {
+			t.Errorf("command %v executed %d times", id, n)
+		}
+	}
+}
+
+// recordingConn wraps a PacketConn and counts received data datagrams that are exact
+// repeats of one received before: the only datagrams the replay filter may reject.
+type recordingConn struct {
+	PacketConn
+	mu      sync.Mutex
+	seen    map[[32]byte]bool
+	repeats int
+}
+
+func newRecordingConn(c PacketConn) *recordingConn {
+	return &recordingConn{PacketConn: c, seen: map[[32]byte]bool{}}
+}
+
+func (r *recordingConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
+	n, a, err := r.PacketConn.ReadFrom(b)
+	if err == nil && n > 0 && b[0] == typeByte(TypeData) {
+		sum := sha256.Sum256(b[:n])
+		r.mu.Lock()
+		if r.seen[sum] {
+			r.repeats++
+		}
+		r.seen[sum] = true
+		r.mu.Unlock()
+	}
+	return n, a, err
+}
+
+func (r *recordingConn) Repeats() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.repeats
+}
+
+// impairedConn is a PacketConn whose sends are lost, duplicated and reordered, for
+// running the lossy scenario over real UDP sockets.
+type impairedConn struct {
+	PacketConn
+	mu                      sync.Mutex
+	rng                     *rand.Rand
+	loss, reorder, dup      float64
+	wg                      sync.WaitGroup
+	sent, dropped, reorders atomic.Int64
+}
+
+func newImpairedConn(c PacketConn, seed uint64, loss, reorder, dup float64) *impairedConn {
+	return &impairedConn{PacketConn: c, rng: rand.New(rand.NewPCG(seed, seed)), loss: loss, reorder: reorder, dup: dup}
+}
+
+func (c *impairedConn) WriteTo(b []byte, addr netip.AddrPort) error {
+	c.mu.Lock()
+	lose, late, twice := c.rng.Float64() < c.loss, c.rng.Float64() < c.reorder, c.rng.Float64() < c.dup
+	c.mu.Unlock()
+	c.sent.Add(1)
+	if lose {
+		c.dropped.Add(1)
+		return nil
+	}
+	copies := 1
+	if twice {
+		copies = 2
+	}
+	for range copies {
+		if late {
+			c.reorders.Add(1)
+			p := append([]byte(nil), b...)
+			c.wg.Add(1)
+			time.AfterFunc(2*time.Millisecond, func() {
+				defer c.wg.Done()
+				_ = c.PacketConn.WriteTo(p, addr)
+			})
+			continue
+		}
+		if err := c.PacketConn.WriteTo(b, addr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *impairedConn) Close() error {
+	err := c.PacketConn.Close()
+	c.wg.Wait()
+	return err
+}
+
+// testLogger logs to stderr when DRONELINK_TEST_LOG is set, else discards.
+func testLogger() *slog.Logger {
+	if os.Getenv("DRONELINK_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// waitFor polls cond until it holds or the deadline passes (no timing assertion: it only
+// bounds how long a broken build takes to fail).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

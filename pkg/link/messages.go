@@ -1,0 +1,283 @@
+package link
+
+import (
+	"encoding/binary"
+	"strconv"
+)
+
+// Message types: the first plaintext byte of every data datagram.
+const (
+	MsgLogin       = 1 // operator → drone: id, user name, password
+	MsgLoginResult = 2 // drone → operator: id, status, role
+	MsgCommand     = 3 // operator → drone: id, payload
+	MsgAck         = 4 // drone → operator: id, status, payload
+	MsgTelemetry   = 5 // drone → operator: payload
+	MsgKeepalive   = 6 // either way: nothing
+	MsgClose       = 7 // either way: reason; the session ends
+)
+
+// Message field sizes.
+const (
+	msgIDSize = 8
+	// LoginHeaderSize: type, id, user-name length.
+	LoginHeaderSize = 1 + msgIDSize + 1
+	// LoginResultSize: type, id, status, role.
+	LoginResultSize = 1 + msgIDSize + 1 + 1
+	// CommandHeaderSize: type, id.
+	CommandHeaderSize = 1 + msgIDSize
+	// AckHeaderSize: type, id, status.
+	AckHeaderSize = 1 + msgIDSize + 1
+	// TelemetryHeaderSize: type.
+	TelemetryHeaderSize = 1
+	// CloseSize: type, reason.
+	CloseSize = 2
+
+	// MaxCommandPayload is the largest command payload that fits one datagram.
+	MaxCommandPayload = MaxPlaintextSize - CommandHeaderSize
+	// MaxAckPayload is the largest acknowledgement payload that fits one datagram.
+	MaxAckPayload = MaxPlaintextSize - AckHeaderSize
+	// MaxTelemetryPayload is the largest telemetry payload that fits one datagram.
+	MaxTelemetryPayload = MaxPlaintextSize - TelemetryHeaderSize
+)
+
+// Role is what a logged-in user may do.
+type Role byte
+
+// Roles.
+const (
+	RoleNone     Role = 0 // not logged in
+	RoleObserver Role = 1 // receives telemetry
+	RolePilot    Role = 2 // receives telemetry and sends commands
+)
+
+// String names the role as the user database spells it.
+func (r Role) String() string {
+	switch r {
+	case RoleObserver:
+		return "observer"
+	case RolePilot:
+		return "pilot"
+	case RoleNone:
+		return "none"
+	}
+	return "role(" + strconv.Itoa(int(r)) + ")"
+}
+
+// ParseRole parses "pilot" or "observer".
+func ParseRole(s string) (Role, bool) {
+	switch s {
+	case "pilot":
+		return RolePilot, true
+	case "observer":
+		return RoleObserver, true
+	}
+	return RoleNone, false
+}
+
+// LoginStatus is the drone's answer to a login.
+type LoginStatus byte
+
+// Login statuses.
+const (
+	LoginOK               LoginStatus = 0
+	LoginUnknownUser      LoginStatus = 1
+	LoginWrongPassword    LoginStatus = 2
+	LoginKeyNotAuthorised LoginStatus = 3 // the session's key is not one of the user's keys
+	LoginRateLimited      LoginStatus = 4
+	LoginBusy             LoginStatus = 5 // the password checker is saturated; retry
+	LoginInternal         LoginStatus = 6 // the drone could not check (internal error)
+	maxLoginStatus        LoginStatus = 6
+)
+
+// String names the status for logs and metrics labels.
+func (s LoginStatus) String() string {
+	switch s {
+	case LoginOK:
+		return "ok"
+	case LoginUnknownUser:
+		return "unknown_user"
+	case LoginWrongPassword:
+		return "wrong_password"
+	case LoginKeyNotAuthorised:
+		return "key_not_authorised"
+	case LoginRateLimited:
+		return "rate_limited"
+	case LoginBusy:
+		return "busy"
+	case LoginInternal:
+		return "error"
+	}
+	return "unknown"
+}
+
+// AckStatus is the drone's answer to a command.
+type AckStatus byte
+
+// Acknowledgement statuses.
+const (
+	AckOK           AckStatus = 0 // executed
+	AckFailed       AckStatus = 1 // executed by the handler, which reported failure
+	AckNotPermitted AckStatus = 2 // the user's role may not command; not executed
+	AckNotLoggedIn  AckStatus = 3 // no login on this session; not executed
+	AckBusy         AckStatus = 4 // the drone could not take it now; not executed, retry
+	maxAckStatus    AckStatus = 4
+)
+
+// String names the status for logs and metrics labels.
+func (s AckStatus) String() string {
+	switch s {
+	case AckOK:
+		return "ok"
+	case AckFailed:
+		return "failed"
+	case AckNotPermitted:
+		return "not_permitted"
+	case AckNotLoggedIn:
+		return "not_logged_in"
+	case AckBusy:
+		return "busy"
+	}
+	return "unknown"
+}
+
+// CloseReason says why a session ended.
+type CloseReason byte
+
+// Close reasons.
+const (
+	CloseNormal   CloseReason = 0 // the peer is done
+	CloseRevoked  CloseReason = 1 // the user or key was removed from the drone
+	CloseShutdown CloseReason = 2 // the drone is shutting down
+	maxClose      CloseReason = 2
+)
+
+// String names the reason.
+func (r CloseReason) String() string {
+	switch r {
+	case CloseNormal:
+		return "normal"
+	case CloseRevoked:
+		return "revoked"
+	case CloseShutdown:
+		return "shutdown"
+	}
+	return "unknown"
+}
+
+// Message is a parsed plaintext message. Its slices alias the buffer it was parsed from.
+type Message struct {
+	Type     byte
+	ID       uint64 // login or command id
+	Status   byte   // LoginStatus or AckStatus
+	Role     Role   // login result
+	Reason   CloseReason
+	User     []byte // login
+	Password []byte // login
+	Payload  []byte // command, ack, telemetry
+}
+
+// ParseMessage parses one plaintext message into m, checking every length. It allocates
+// nothing.
+func ParseMessage(b []byte, m *Message) error {
+	*m = Message{}
+	if len(b) == 0 || len(b) > MaxPlaintextSize {
+		return ErrMalformed
+	}
+	m.Type = b[0]
+	switch m.Type {
+	case MsgLogin:
+		if len(b) < LoginHeaderSize {
+			return ErrMalformed
+		}
+		m.ID = binary.BigEndian.Uint64(b[1:])
+		n := int(b[1+msgIDSize])
+		rest := b[LoginHeaderSize:]
+		if n == 0 || n > MaxUserNameSize || n > len(rest) || len(rest)-n > MaxPasswordSize {
+			return ErrMalformed
+		}
+		m.User, m.Password = rest[:n:n], rest[n:]
+	case MsgLoginResult:
+		if len(b) != LoginResultSize {
+			return ErrMalformed
+		}
+		m.ID = binary.BigEndian.Uint64(b[1:])
+		m.Status, m.Role = b[1+msgIDSize], Role(b[2+msgIDSize])
+		if LoginStatus(m.Status) > maxLoginStatus || m.Role > RolePilot {
+			return ErrMalformed
+		}
+	case MsgCommand:
+		if len(b) < CommandHeaderSize {
+			return ErrMalformed
+		}
+		m.ID = binary.BigEndian.Uint64(b[1:])
+		m.Payload = b[CommandHeaderSize:]
+	case MsgAck:
+		if len(b) < AckHeaderSize {
+			return ErrMalformed
+		}
+		m.ID = binary.BigEndian.Uint64(b[1:])
+		m.Status = b[1+msgIDSize]
+		if AckStatus(m.Status) > maxAckStatus {
+			return ErrMalformed
+		}
+		m.Payload = b[AckHeaderSize:]
+	case MsgTelemetry:
+		m.Payload = b[TelemetryHeaderSize:]
+	case MsgKeepalive:
+		if len(b) != 1 {
+			return ErrMalformed
+		}
+	case MsgClose:
+		if len(b) != CloseSize || CloseReason(b[1]) > maxClose {
+			return ErrMalformed
+		}
+		m.Reason = CloseReason(b[1])
+	default:
+		return ErrMalformed
+	}
+	return nil
+}
+
+// AppendLogin appends a login message. The caller checks the sizes (see ParseMessage).
+func AppendLogin(dst []byte, id uint64, user string, password []byte) []byte {
+	dst = append(dst, MsgLogin)
+	dst = binary.BigEndian.AppendUint64(dst, id)
+	dst = append(dst, byte(len(user)))
+	dst = append(dst, user...)
+	return append(dst, password...)
+}
+
+// AppendLoginResult appends a login result.
+func AppendLoginResult(dst []byte, id uint64, status LoginStatus, role Role) []byte {
+	dst = append(dst, MsgLoginResult)
+	dst = binary.BigEndian.AppendUint64(dst, id)
+	return append(dst, byte(status), byte(role))
+}
+
+// AppendCommand appends a command.
+func AppendCommand(dst []byte, id uint64, payload []byte) []byte {
+	dst = append(dst, MsgCommand)
+	dst = binary.BigEndian.AppendUint64(dst, id)
+	return append(dst, payload...)
+}
+
+// AppendAck appends an acknowledgement.
+func AppendAck(dst []byte, id uint64, status AckStatus, payload []byte) []byte {
+	dst = append(dst, MsgAck)
+	dst = binary.BigEndian.AppendUint64(dst, id)
+	dst = append(dst, byte(status))
+	return append(dst, payload...)
+}
+
+// AppendTelemetry appends a telemetry message.
+func AppendTelemetry(dst []byte, payload []byte) []byte {
+	return append(append(dst, MsgTelemetry), payload...)
+}
+
+// AppendKeepalive appends a keepalive.
+func AppendKeepalive(dst []byte) []byte { return append(dst, MsgKeepalive) }
+
+// AppendClose appends a close message.
+func AppendClose(dst []byte, reason CloseReason) []byte {
+	return append(dst, MsgClose, byte(reason))
+}
