@@ -142,7 +142,7 @@ const (
 	// SessionIdleTimeout: the drone forgets a session that has been silent this long.
 	SessionIdleTimeout = 60 * time.Second
 	// MaxCommandLifetime caps how long an operator retransmits one command.
-	MaxCommandLifetime = 60 * time.Second
+	MaxCommandLifetime = 30 * time.Second
 	// DedupLifetime: the drone remembers an executed command id this long, longer than any
 	// retransmission of it can arrive, so it never executes twice.
 	DedupLifetime = 2 * MaxCommandLifetime
@@ -156,7 +156,7 @@ const (
 const (
 	DefaultMaxSessions       = 1024
 	DefaultMaxSessionsPerKey = 8
-	DefaultDedupCapacity     = 1024 // executed command ids remembered per operator key
+	DefaultDedupCapacity     = 4096 // executed command ids remembered per operator key
 	DefaultLoginWorkers      = 2    // concurrent password checks (argon2 is memory-hard)
 	DefaultLoginQueue        = 16
 	DefaultCommandQueue      = 64
