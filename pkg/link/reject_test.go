@@ -313,11 +313,17 @@ func TestClientRefusals(t *testing.T) {
 		check  func(error) bool
 	}{
 		{"wrong password", "alice", func(c *ClientConfig) { c.Password = []byte("nope") },
-			func(err error) bool { var le *LoginError; return errors.As(err, &le) && le.Status == LoginWrongPassword }},
+			func(err error) bool {
+				var le *LoginError
+				return errors.As(err, &le) && le.Status == LoginWrongPassword
+			}},
 		{"unknown user", "alice", func(c *ClientConfig) { c.User = "mallory" },
 			func(err error) bool { var le *LoginError; return errors.As(err, &le) && le.Status == LoginUnknownUser }},
 		{"key not authorised for the user", "alice", func(c *ClientConfig) { c.User, c.Password = "bob", []byte("bob-pw") },
-			func(err error) bool { var le *LoginError; return errors.As(err, &le) && le.Status == LoginKeyNotAuthorised }},
+			func(err error) bool {
+				var le *LoginError
+				return errors.As(err, &le) && le.Status == LoginKeyNotAuthorised
+			}},
 		{"operator key unknown to the drone", "alice", func(c *ClientConfig) { c.OperatorKey = testDrone },
 			func(err error) bool { return errors.Is(err, ErrUnknownOperatorKey) }},
 		{"pinned the wrong drone key", "alice", func(c *ClientConfig) { c.DronePublic = &testOther.PublicKey },
