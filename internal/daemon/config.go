@@ -1,0 +1,148 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/spf13/pflag"
+)
+
+// DefaultListen is where the daemon listens unless told otherwise: every interface, UDP
+// port 5000, as the prototype did.
+const DefaultListen = "0.0.0.0:5000"
+
+// Config is everything the daemon is told, from flags and the TOML config file.
+type Config struct {
+	Listen         string
+	KeyPath        string
+	PSKPath        string
+	UsersPath      string
+	Forward        string
+	TelemetryIn    string
+	LogFormat      string
+	LogLevel       string
+	ReplayWindow   int
+	MaxSessions    int
+	ReloadInterval time.Duration
+	CheckConfig    bool
+	ConfigPath     string
+}
+
+// bindFlags declares every flag on fs, writing into c.
+func (c *Config) bindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", DefaultListen, "UDP `HOST:PORT` to serve operators on")
+	fs.StringVar(&c.KeyPath, "key", "", "drone private key `PATH` (PEM, PKCS#8, mode 0600)")
+	fs.StringVar(&c.PSKPath, "psk", "", "fleet pre-shared key `PATH` (64 hex digits, mode 0600)")
+	fs.StringVar(&c.UsersPath, "users", "", "user database `PATH` (reloaded on SIGHUP and when it changes)")
+	fs.StringVar(&c.Forward, "forward", "", "hand each executed command's payload as one UDP datagram to `HOST:PORT`")
+	fs.StringVar(&c.TelemetryIn, "telemetry-in", "", "read telemetry datagrams from local applications on UDP `HOST:PORT`")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format on standard error: text or json")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.IntVar(&c.ReplayWindow, "replay-window", 0, "replay window in packets (0: 2048)")
+	fs.IntVar(&c.MaxSessions, "max-sessions", 0, "most concurrent sessions (0: 1024)")
+	fs.DurationVar(&c.ReloadInterval, "reload-interval", time.Second, "how often to look for changes of the user database")
+	fs.BoolVar(&c.CheckConfig, "check-config", false, "check the configuration and the files it names, then exit")
+	fs.StringVar(&c.ConfigPath, "config", "", "TOML config `PATH`; its keys are the flag names, flags win")
+}
+
+// applyFile sets, from the TOML file at path, every flag the command line did not set.
+// Keys are the long flag names; an unknown key is an error, so a typo is not ignored.
+func applyFile(fs *pflag.FlagSet, path string) error {
+	var values map[string]any
+	md, err := toml.DecodeFile(path, &values)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return fmt.Errorf("config %s: line %d: %s", path, perr.Position.Line, perr.Message)
+		}
+		return fmt.Errorf("config %s: %w", path, unwrapPathError(err))
+	}
+	for _, key := range md.Keys() {
+		name := key.String()
+		if name == "config" || name == "check-config" {
+			return fmt.Errorf("config %s: %q cannot be set in the config file", path, name)
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			return fmt.Errorf("config %s: unknown setting %q", path, name)
+		}
+		if f.Changed {
+			continue // the command line wins
+		}
+		var text string
+		switch v := values[name].(type) {
+		case string:
+			text = v
+		case int64, bool, float64:
+			text = fmt.Sprint(v)
+		default:
+			return fmt.Errorf("config %s: %q must be a string, number or boolean", path, name)
+		}
+		if err := f.Value.Set(text); err != nil {
+			return fmt.Errorf("config %s: %q: %v", path, name, err)
+		}
+	}
+	return nil
+}
+
+// unwrapPathError drops the Go-specific "open" prefix of a *PathError for a one-line message.
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// validate checks the values that need no file access.
+func (c *Config) validate() error {
+	for _, r := range []struct{ name, value string }{{"--key", c.KeyPath}, {"--psk", c.PSKPath}, {"--users", c.UsersPath}} {
+		if r.value == "" {
+			return fmt.Errorf("missing %s", r.name)
+		}
+	}
+	for _, a := range []struct {
+		name, value string
+		optional    bool
+	}{{"--listen", c.Listen, false}, {"--forward", c.Forward, true}, {"--telemetry-in", c.TelemetryIn, true}} {
+		if a.value == "" && a.optional {
+			continue
+		}
+		if _, err := netip.ParseAddrPort(a.value); err != nil {
+			if !strings.Contains(a.value, ":") {
+				return fmt.Errorf("%s %q: want HOST:PORT", a.name, a.value)
+			}
+			// Host names are resolved when the socket opens.
+		}
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.ReplayWindow < 0 || c.ReplayWindow > 1<<16 {
+		return fmt.Errorf("--replay-window %d: want 0 to 65536", c.ReplayWindow)
+	}
+	if c.MaxSessions < 0 || c.MaxSessions > 60000 {
+		return fmt.Errorf("--max-sessions %d: want 0 to 60000", c.MaxSessions)
+	}
+	if c.ReloadInterval < 100*time.Millisecond {
+		return fmt.Errorf("--reload-interval %v: want at least 100ms", c.ReloadInterval)
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}

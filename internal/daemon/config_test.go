@@ -1,0 +1,138 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func parse(t *testing.T, args []string, file string) (*Config, error) {
+	t.Helper()
+	var c Config
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	c.bindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if file != "" {
+		path := filepath.Join(t.TempDir(), "dronelinkd.toml")
+		if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := applyFile(fs, path); err != nil {
+			return nil, err
+		}
+	}
+	return &c, nil
+}
+
+func TestConfigFileAndFlags(t *testing.T) {
+	file := `
+listen = "127.0.0.1:6000"
+key = "/etc/dronelink/drone.key"
+psk = "/etc/dronelink/fleet.psk"
+users = "/var/lib/dronelink/users"
+telemetry-in = "127.0.0.1:14550"
+replay-window = 4096
+reload-interval = "2s"
+`
+	c, err := parse(t, []string{"--listen", "127.0.0.1:7000", "--log-format", "json"}, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{Listen: "127.0.0.1:7000", KeyPath: "/etc/dronelink/drone.key", PSKPath: "/etc/dronelink/fleet.psk",
+		UsersPath: "/var/lib/dronelink/users", TelemetryIn: "127.0.0.1:14550", LogFormat: "json", LogLevel: "info",
+		ReplayWindow: 4096, ReloadInterval: 2 * time.Second}
+	if *c != want {
+		t.Fatalf("got  %+v\nwant %+v", *c, want)
+	}
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	base := []string{"--key", "k", "--psk", "p", "--users", "u"}
+	cases := []struct {
+		name string
+		args []string
+		file string
+		want string
+	}{
+		{"unknown key", base, `lisen = "x:1"`, `unknown setting "lisen"`},
+		{"bad syntax", base, "listen = ", "line 1"},
+		{"wrong type", base, `replay-window = [1]`, "must be a string"},
+		{"bad value", base, `replay-window = "many"`, "replay-window"},
+		{"config in config", base, `config = "x"`, "cannot be set"},
+		{"missing key", []string{"--psk", "p", "--users", "u"}, "", "missing --key"},
+		{"bad listen", append(base, "--listen", "5000"), "", "want HOST:PORT"},
+		{"bad log format", append(base, "--log-format", "xml"), "", "--log-format"},
+		{"bad level", append(base, "--log-level", "loud"), "", "--log-level"},
+		{"huge window", append(base, "--replay-window", "100000"), "", "--replay-window"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parse(t, tc.args, tc.file)
+			if err == nil {
+				err = c.validate()
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to mention %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error is not one line: %q", err)
+			}
+		})
+	}
+}
+
+func TestMainUsageAndFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"bad flag", []string{"--bogus"}, ExitUsage, "unknown flag: --bogus"},
+		{"argument", []string{"extra"}, ExitUsage, "unknown command"},
+		{"missing files", []string{"--key", filepath.Join(dir, "nokey"), "--psk", "p", "--users", "u"}, ExitError, "nokey"},
+		{"missing config", []string{"--config", filepath.Join(dir, "none.toml")}, ExitError, "none.toml"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := Main(context.Background(), tc.args, &out, &errb)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr %q", code, tc.code, errb.String())
+			}
+			lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+				t.Fatalf("stderr %q, want one line mentioning %q", errb.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"take off to 10 m", "take off to 10 m"},
+		{"höhe 30 m ✈", "höhe 30 m ✈"},
+		{"two\nlines", `two\nlines`},
+		{"esc \x1b[2J", `esc \x1b[2J`},
+		{"bad \xff byte", `bad \xff byte`},
+		{`back\slash`, `back\\slash`},
+		{"tab\there", `tab\there`},
+	}
+	for _, tc := range cases {
+		if got := printable([]byte(tc.in)); got != tc.want {
+			t.Errorf("printable(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,338 @@
+// Package daemon is dronelinkd, the drone's ground-link daemon: it loads the drone key, the
+// fleet PSK and the user database, serves operators over the dronelink protocol on UDP,
+// prints and forwards every executed command, streams local telemetry to logged-in
+// operators, and reloads the user database while running so a removed user or key loses
+// its sessions within seconds.
+//
+// The package keeps flag and file parsing, logging setup and the local UDP plumbing out
+// of pkg/link, which stays a library.
+package daemon
+
+import (
+	"context"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dronelink/dronelink/internal/buildinfo"
+	"github.com/dronelink/dronelink/pkg/crypto"
+	"github.com/dronelink/dronelink/pkg/link"
+	"github.com/dronelink/dronelink/pkg/userdb"
+)
+
+// Exit codes of dronelinkd.
+const (
+	ExitOK    = 0 // clean shutdown
+	ExitError = 1 // bad configuration, unreadable file, socket error
+	ExitUsage = 2 // bad flags
+)
+
+// Main runs dronelinkd with args (without the program name) until ctx ends or SIGINT or
+// SIGTERM arrives, and returns the exit code. Executed commands go to stdout, logs to stderr.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var cfg Config
+	usageErr := false
+	cmd := &cobra.Command{
+		Use:   "dronelinkd --key PATH --psk PATH --users PATH [flags]",
+		Short: "dronelink's ground-link daemon on the drone",
+		Long: `dronelinkd serves drone operators over the dronelink protocol on UDP: it authenticates
+them (fleet PSK, operator RSA key, user password), executes each command at most once,
+prints it to standard output ("USER: MESSAGE"), acknowledges it, and streams telemetry to
+logged-in operators. Every flag can also be set in the TOML file given by --config (keys are
+the flag names); flags on the command line win.
+
+Signals: SIGINT/SIGTERM shut down gracefully, SIGHUP reloads the user database (it is also
+reloaded when the file changes). Exit codes: 0 clean shutdown, 1 configuration or runtime
+error, 2 usage error.`,
+		Version: buildinfo.Version(),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := cobra.NoArgs(cmd, args); err != nil {
+				usageErr = true
+				return err
+			}
+			return nil
+		},
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.ConfigPath != "" {
+				if err := applyFile(cmd.Flags(), cfg.ConfigPath); err != nil {
+					return err
+				}
+			}
+			if err := cfg.validate(); err != nil {
+				usageErr = true
+				return err
+			}
+			return run(ctx, &cfg, stdout, stderr)
+		},
+	}
+	cmd.SetArgs(args)
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		usageErr = true
+		return err
+	})
+	cfg.bindFlags(cmd.Flags())
+	if err := cmd.Execute(); err != nil {
+		if usageErr {
+			fmt.Fprintf(stderr, "dronelinkd: %v (see dronelinkd --help)\n", err)
+			return ExitUsage
+		}
+		fmt.Fprintf(stderr, "dronelinkd: %v\n", err)
+		return ExitError
+	}
+	return ExitOK
+}
+
+// daemon is one running dronelinkd.
+type daemon struct {
+	cfg    *Config
+	log    *slog.Logger
+	out    io.Writer
+	outMu  sync.Mutex
+	users  atomic.Pointer[userdb.DB]
+	server *link.Server
+	fwd    *net.UDPConn // nil without --forward
+}
+
+// run loads everything, opens the sockets and serves until ctx ends or a signal arrives.
+func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
+	level, _ := parseLevel(cfg.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	var handler slog.Handler = slog.NewTextHandler(stderr, opts)
+	if cfg.LogFormat == "json" {
+		handler = slog.NewJSONHandler(stderr, opts)
+	}
+	d := &daemon{cfg: cfg, log: slog.New(handler), out: stdout}
+
+	key, err := crypto.LoadPrivateKey(cfg.KeyPath)
+	if err != nil {
+		return err
+	}
+	psk, err := crypto.LoadPSK(cfg.PSKPath)
+	if err != nil {
+		return err
+	}
+	db, err := userdb.Load(cfg.UsersPath)
+	if err != nil {
+		return fmt.Errorf("user database: %w", err)
+	}
+	d.users.Store(db)
+	for _, p := range []string{cfg.KeyPath, cfg.PSKPath, cfg.UsersPath} {
+		if err := crypto.InsecurePermissions(p); err != nil {
+			d.log.Warn("insecure file permissions", "problem", err.Error())
+		}
+	}
+	if cfg.CheckConfig {
+		fmt.Fprintf(stdout, "configuration ok: drone key %s, %d users\n", crypto.Fingerprint(&key.PublicKey), db.Len())
+		return nil
+	}
+
+	conn, err := link.ListenUDP(cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", cfg.Listen, unwrapSyscall(err))
+	}
+	var telemetryConn *net.UDPConn
+	if cfg.TelemetryIn != "" {
+		addr, err := net.ResolveUDPAddr("udp", cfg.TelemetryIn)
+		if err == nil {
+			telemetryConn, err = net.ListenUDP("udp", addr)
+		}
+		if err != nil {
+			conn.Close()
+			return fmt.Errorf("cannot listen for telemetry on %s: %w", cfg.TelemetryIn, unwrapSyscall(err))
+		}
+		defer telemetryConn.Close()
+	}
+	if cfg.Forward != "" {
+		addr, err := net.ResolveUDPAddr("udp", cfg.Forward)
+		if err == nil {
+			d.fwd, err = net.DialUDP("udp", nil, addr)
+		}
+		if err != nil {
+			conn.Close()
+			return fmt.Errorf("cannot forward to %s: %w", cfg.Forward, unwrapSyscall(err))
+		}
+		defer d.fwd.Close()
+	}
+
+	server, err := link.NewServer(link.ServerConfig{
+		Conn:         conn,
+		PSK:          psk,
+		DroneKey:     link.NewDroneKey(key),
+		Auth:         authenticator{&d.users},
+		Handler:      d.execute,
+		Logger:       d.log,
+		ReplayWindow: cfg.ReplayWindow,
+		MaxSessions:  cfg.MaxSessions,
+	})
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	d.server = server
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if telemetryConn != nil {
+		wg.Go(func() { d.telemetryLoop(ctx, telemetryConn) })
+	}
+	wg.Go(func() { d.reloadLoop(ctx) })
+
+	d.log.Info("dronelinkd started", "version", buildinfo.Version(), "listen", conn.LocalAddr().String(),
+		"drone_key", crypto.Fingerprint(&key.PublicKey), "users", db.Len(), "telemetry_in", cfg.TelemetryIn, "forward", cfg.Forward)
+	err = server.Run(ctx)
+	cancel()
+	if telemetryConn != nil {
+		telemetryConn.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("serving: %w", err)
+	}
+	d.log.Info("dronelinkd stopped")
+	return nil
+}
+
+// authenticator reads the current user database for every lookup, so a reload takes
+// effect on the next handshake or login.
+type authenticator struct{ db *atomic.Pointer[userdb.DB] }
+
+// LookupKey implements link.Authenticator.
+func (a authenticator) LookupKey(id crypto.KeyID) (*rsa.PublicKey, bool) {
+	return a.db.Load().LookupKey(id)
+}
+
+// Login implements link.Authenticator.
+func (a authenticator) Login(user string, password []byte, key crypto.KeyID) (link.Role, link.LoginStatus) {
+	return a.db.Load().Login(user, password, key)
+}
+
+// execute is the command handler: print, forward, acknowledge.
+func (d *daemon) execute(_ context.Context, cmd link.Command) (link.AckStatus, []byte) {
+	text := printable(cmd.Payload)
+	d.outMu.Lock()
+	fmt.Fprintf(d.out, "%s %s: %s\n", time.Now().UTC().Format(time.RFC3339), cmd.User, text)
+	d.outMu.Unlock()
+	if d.fwd != nil {
+		if _, err := d.fwd.Write(cmd.Payload); err != nil {
+			d.log.Error("forward failed", "user", cmd.User, "id", cmd.ID, "err", err)
+			return link.AckFailed, []byte("forward failed")
+		}
+	}
+	return link.AckOK, []byte("executed: " + text)
+}
+
+// telemetryLoop streams each local datagram to every logged-in operator.
+func (d *daemon) telemetryLoop(ctx context.Context, conn *net.UDPConn) {
+	buf := make([]byte, 64<<10)
+	var oversize atomic.Int64
+	for {
+		n, _, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			d.log.Warn("telemetry read failed", "err", err)
+			continue
+		}
+		if _, err := d.server.Broadcast(buf[:n]); err != nil {
+			if oversize.Add(1) == 1 {
+				d.log.Warn("telemetry datagram too large, dropped", "size", n, "max", link.MaxTelemetryPayload)
+			}
+		}
+	}
+}
+
+// reloadLoop reloads the user database on SIGHUP and when the file changes, then ends the
+// sessions the new database no longer allows.
+func (d *daemon) reloadLoop(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	ticker := time.NewTicker(d.cfg.ReloadInterval)
+	defer ticker.Stop()
+	last, _ := fileStamp(d.cfg.UsersPath)
+	for {
+		force := false
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			force = true
+		case <-ticker.C:
+		}
+		stamp, err := fileStamp(d.cfg.UsersPath)
+		if !force && (err != nil || stamp == last) {
+			continue
+		}
+		last = stamp
+		d.reload()
+	}
+}
+
+// reload loads the user database; on failure the previous one stays in force.
+func (d *daemon) reload() {
+	db, err := userdb.Load(d.cfg.UsersPath)
+	if err != nil {
+		d.log.Error("user database reload failed; keeping the previous one", "err", err)
+		return
+	}
+	d.users.Store(db)
+	n := d.server.Revoke(func(s link.SessionInfo) bool {
+		if !db.HasKey(s.OperatorKey) {
+			return true
+		}
+		if s.User == "" {
+			return false
+		}
+		u, ok := db.User(s.User)
+		return !ok || u.Role != s.Role || !db.KeyAuthorisedFor(s.User, s.OperatorKey)
+	})
+	d.log.Info("user database reloaded", "users", db.Len(), "sessions_revoked", n)
+}
+
+// fileStamp identifies a version of a file: a change of any field means it was replaced
+// or written.
+type stamp struct {
+	size  int64
+	mtime time.Time
+	inode uint64
+}
+
+func fileStamp(path string) (stamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return stamp{}, err
+	}
+	s := stamp{size: fi.Size(), mtime: fi.ModTime()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		s.inode = st.Ino
+	}
+	return s, nil
+}
+
+// unwrapSyscall shortens "listen udp 0.0.0.0:5000: bind: address already in use" to its cause.
+func unwrapSyscall(err error) error {
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		return se.Err
+	}
+	return err
+}
