@@ -48,5 +48,9 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./pkg/...
 
+# demo: the whole story on loopback with throwaway identities and a lossy radio link.
+demo: build
+	$(GO) run ./tools/demo --bin $(BIN)
+
 clean:
 	rm -rf $(BIN)

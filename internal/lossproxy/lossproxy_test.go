@@ -1,0 +1,87 @@
+package lossproxy
+
+import (
+	"net"
+	"testing"
+	"time"
+)
+
+// echoServer answers every datagram with the same bytes.
+func echoServer(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			c.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// roundTrips sends n datagrams one at a time and counts the echoes that come back within
+// wait of each; after the first echo it only drains what is already there.
+func roundTrips(t *testing.T, cfg Config, n int, wait time.Duration) (int, Stats) {
+	t.Helper()
+	p, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	client, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(p.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	got := 0
+	buf := make([]byte, 64)
+	for i := range n {
+		client.Write([]byte{byte(i)})
+		client.SetReadDeadline(time.Now().Add(wait))
+		for {
+			if _, err := client.Read(buf); err != nil {
+				break
+			}
+			got++
+			client.SetReadDeadline(time.Now().Add(time.Millisecond))
+		}
+	}
+	return got, p.Stats()
+}
+
+func TestCleanProxyDeliversEverything(t *testing.T) {
+	echo := echoServer(t)
+	got, st := roundTrips(t, Config{Target: echo.LocalAddr().String()}, 50, 2*time.Second)
+	if got != 50 || st.Forwarded != 100 || st.Dropped != 0 {
+		t.Fatalf("got %d echoes, stats %+v", got, st)
+	}
+}
+
+func TestLossyProxyLosesAndDuplicates(t *testing.T) {
+	echo := echoServer(t)
+	got, st := roundTrips(t, Config{Target: echo.LocalAddr().String(), Loss: 0.3, Duplicate: 0.1, Reorder: 0.1, Seed: 5}, 300, 10*time.Millisecond)
+	if st.Dropped == 0 || st.Duplicated == 0 || st.Reordered == 0 {
+		t.Fatalf("no impairment: %+v", st)
+	}
+	if got == 0 || got >= 300*11/10 {
+		t.Fatalf("%d echoes of 300 through a 30%% lossy link each way", got)
+	}
+	t.Logf("%d echoes, %+v", got, st)
+}
+
+func TestBadConfig(t *testing.T) {
+	for _, c := range []Config{{Target: "127.0.0.1:1", Loss: 2}, {Target: "127.0.0.1:1", Delay: -1}, {Target: "nowhere"}} {
+		if p, err := Start(c); err == nil {
+			p.Close()
+			t.Errorf("%+v accepted", c)
+		}
+	}
+}
