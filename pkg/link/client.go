@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dronelink/dronelink/pkg/crypto"
+	"github.com/dronelink/dronelink/pkg/replay"
 )
 
 // EventKind names a client progress event.
@@ -101,7 +102,8 @@ func (c ClientConfig) withDefaults() (ClientConfig, error) {
 	if c.KeepaliveInterval == 0 {
 		c.KeepaliveInterval = KeepaliveInterval
 	}
-	if c.RekeyAfterTime < 0 || c.RekeyAfterTime >= RejectAfterTime || c.KeepaliveInterval < 0 || c.ReplayWindow < 0 {
+	if c.RekeyAfterTime < 0 || c.RekeyAfterTime >= RejectAfterTime || c.KeepaliveInterval < 0 ||
+		c.ReplayWindow < 0 || c.ReplayWindow > replay.MaxWindowSize {
 		return c, errors.New("link: client timers out of range")
 	}
 	c.Password = append([]byte(nil), c.Password...)
@@ -186,6 +188,7 @@ type Client struct {
 	loginTries  int
 	loginWanted bool
 	loginStatus chan LoginStatus
+	loginLast   LoginStatus // the last retryable refusal, for the timeout message
 	pending     map[uint64]*pendingCommand
 	linkUp      bool
 	closed      bool
@@ -253,6 +256,8 @@ func (c *Client) noAnswer(cause error) error {
 		return fmt.Errorf("no session with the drone: %w", c.hsErr)
 	case c.current == nil:
 		return fmt.Errorf("no answer from the drone at %s (wrong address or PSK, or drone down): %w", c.cfg.Drone, cause)
+	case c.role == RoleNone && c.loginLast != LoginOK:
+		return fmt.Errorf("%w (still refused when time ran out)", &LoginError{Status: c.loginLast})
 	case c.role == RoleNone:
 		return fmt.Errorf("no answer to the login: %w", cause)
 	}
@@ -406,6 +411,9 @@ func (c *Client) write(pkt []byte, kind PacketKind) {
 }
 
 func (c *Client) sendLocked(s *Session, plaintext []byte, kind PacketKind, now time.Time) {
+	if s.expired(now) {
+		return // the drone would drop it; a new session is being agreed
+	}
 	pkt, err := s.Seal(make([]byte, 0, MaxDatagramSize), plaintext, now)
 	if err != nil {
 		return
@@ -551,6 +559,10 @@ func (c *Client) handleData(pkt []byte) {
 		return
 	}
 	now := c.cfg.Now()
+	if s.expired(now) {
+		c.cfg.Hooks.Dropped(DropExpired)
+		return
+	}
 	plain, err := s.Open(pkt[DataHeaderSize:DataHeaderSize], pkt, h, now)
 	if err != nil {
 		c.cfg.Hooks.Dropped(dropReasonFor(err))
@@ -592,8 +604,15 @@ func (c *Client) handleLoginResult(m *Message) {
 		return
 	}
 	status := LoginStatus(m.Status)
-	c.loginWanted = false
 	c.cfg.Hooks.Login(status)
+	if status == LoginBusy || status == LoginRateLimited {
+		// Not a verdict on the credentials: try again after the backoff (a new id, so the
+		// drone checks again).
+		c.loginLast = status
+		c.loginID = randomID(c.cfg.Rand)
+		return
+	}
+	c.loginWanted = false
 	if status != LoginOK {
 		if c.role == RoleNone {
 			select {

@@ -70,12 +70,16 @@ func (c *dedupCache) finish(id uint64, status AckStatus, payload []byte) {
 }
 
 // abort forgets a command that was recorded but never executed (the queue was full), so a
-// retransmission can run it. Its slot in order stays until it ages out; entries lookups
+// retransmission can run it. It is called right after begin, so the id is normally the
+// newest in order and its slot is freed at once; otherwise the slot ages out and lookups
 // skip ids no longer present.
 func (c *dedupCache) abort(id uint64) {
 	c.mu.Lock()
 	if e, ok := c.entries[id]; ok && !e.done {
 		delete(c.entries, id)
+		if last := (c.head + c.count - 1) % c.capacity; c.count > 0 && c.order[last] == id {
+			c.count--
+		}
 	}
 	c.mu.Unlock()
 }

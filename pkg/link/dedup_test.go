@@ -69,6 +69,9 @@ func TestDedupAgainstModel(t *testing.T) {
 			c.abort(id)
 			if e, ok := model[id]; ok && !e.done {
 				delete(model, id)
+				if order[len(order)-1] == id {
+					order = order[:len(order)-1]
+				}
 			}
 		default:
 			now = now.Add(time.Duration(rng.IntN(20)) * time.Second)

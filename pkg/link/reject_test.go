@@ -158,6 +158,12 @@ func TestServerRejectsWithCountedReasons(t *testing.T) {
 		p, _ := h.Initiation(time.Now())
 		return p
 	}()
+	longest := aliceData[0] // the command datagram, longer than any keepalive
+	for _, p := range aliceData {
+		if len(p) > len(longest) {
+			longest = p
+		}
+	}
 	crossSession := bytes.Clone(bobData[len(bobData)-1])
 	copy(crossSession[dataOffReceiver:], aliceData[0][dataOffReceiver:dataOffReceiver+indexSize])
 
@@ -170,8 +176,9 @@ func TestServerRejectsWithCountedReasons(t *testing.T) {
 		{"replayed first data datagram", aliceData[0], DropReplay},
 		{"replayed initiation", aliceInit[len(aliceInit)-1], DropStale},
 		{"wrong PSK initiation", wrongPSKInit, DropBadMAC},
-		{"truncated data", aliceData[0][:len(aliceData[0])-1], DropDecrypt},
-		{"extended data", append(bytes.Clone(aliceData[0]), 0), DropDecrypt},
+		{"truncated data", longest[:len(longest)-1], DropDecrypt},
+		{"extended data", append(bytes.Clone(longest), 0), DropDecrypt},
+		{"header and tag without plaintext", aliceData[0][:DataOverhead], DropMalformed},
 		{"truncated below header and tag", aliceData[0][:DataOverhead-1], DropMalformed},
 		{"truncated initiation", aliceInit[0][:len(aliceInit[0])-1], DropMalformed},
 		{"extended initiation", append(bytes.Clone(aliceInit[0]), 0), DropBadMAC},

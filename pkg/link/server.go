@@ -15,6 +15,7 @@ import (
 
 	"github.com/dronelink/dronelink/pkg/crypto"
 	"github.com/dronelink/dronelink/pkg/ratelimit"
+	"github.com/dronelink/dronelink/pkg/replay"
 )
 
 // Authenticator is the drone's user database as the link needs it.
@@ -127,7 +128,7 @@ func (c ServerConfig) withDefaults() (ServerConfig, error) {
 		c.SessionIdleTimeout = SessionIdleTimeout
 	}
 	if c.MaxSessions < 0 || c.MaxSessions > 60000 || c.MaxSessionsPerKey < 0 || c.DedupCapacity < 0 ||
-		c.LoginWorkers < 0 || c.ReplayWindow < 0 || c.HandshakeRate < 0 || c.LoginRate < 0 ||
+		c.LoginWorkers < 0 || c.ReplayWindow < 0 || c.ReplayWindow > replay.MaxWindowSize || c.HandshakeRate < 0 || c.LoginRate < 0 ||
 		c.KeepaliveInterval < 0 || c.SessionIdleTimeout <= LinkLostKeepalives*c.KeepaliveInterval {
 		return c, errors.New("link: server config has a negative or too large limit")
 	}
@@ -152,7 +153,8 @@ type serverSession struct {
 	loginID      uint64
 	loginPending bool
 	loginStatus  LoginStatus
-	loginAnswer  bool // loginStatus is an answer to loginID
+	loginRole    Role // the role answered with loginStatus
+	loginAnswer  bool // loginStatus and loginRole answer loginID
 }
 
 func (s *serverSession) login() (string, Role) {
@@ -398,9 +400,12 @@ func (s *Server) release(local uint16) {
 	s.mu.Unlock()
 }
 
-// install puts an accepted session in the table: it carries the login over from the
-// session it rekeys, replaces unconfirmed attempts of the same handshake, and evicts the
-// operator key's least recently heard session beyond the per-key limit.
+// install puts an accepted session in the table, carrying the login over from the session
+// it rekeys. Beyond the per-key limit it evicts one of the operator key's sessions:
+// an unconfirmed one (a handshake attempt whose response was lost) before a confirmed
+// one, the least recently heard first. Sibling attempts of the same handshake are kept
+// until one of them is confirmed, because the operator may complete any of its recent
+// attempts with a late response.
 func (s *Server) install(sess *Session, acc *Accepted, flags byte) {
 	ss := &serverSession{Session: sess, key: acc.OperatorKey, linkUp: true}
 	s.mu.Lock()
@@ -410,21 +415,20 @@ func (s *Server) install(sess *Session, acc *Accepted, flags byte) {
 			ss.user, ss.role = old.login()
 		}
 	}
-	var oldest *serverSession
-	for idx, o := range s.sessions {
-		if o == nil || o.key != acc.OperatorKey {
-			continue
+	if s.perKey[acc.OperatorKey] >= s.cfg.MaxSessionsPerKey {
+		var victim *serverSession
+		for _, o := range s.sessions {
+			if o == nil || o.key != acc.OperatorKey {
+				continue
+			}
+			if victim == nil || (!o.confirmed && victim.confirmed) ||
+				(o.confirmed == victim.confirmed && o.lastRecv.Load() < victim.lastRecv.Load()) {
+				victim = o
+			}
 		}
-		if !o.confirmed && o.remote == acc.OperatorIndex {
-			s.removeLocked(idx) // an earlier attempt of this same handshake
-			continue
+		if victim != nil {
+			s.removeLocked(victim.local)
 		}
-		if oldest == nil || o.lastRecv.Load() < oldest.lastRecv.Load() {
-			oldest = o
-		}
-	}
-	if s.perKey[acc.OperatorKey] >= s.cfg.MaxSessionsPerKey && oldest != nil {
-		s.removeLocked(oldest.local)
 	}
 	s.sessions[sess.local] = ss
 	s.perKey[acc.OperatorKey]++
@@ -527,6 +531,12 @@ func (s *Server) confirm(ss *serverSession, now time.Time) {
 	rekeyed := false
 	if !ss.confirmed {
 		ss.confirmed = true
+		// The operator chose this attempt: its unconfirmed siblings are dead.
+		for idx, o := range s.sessions {
+			if o != nil && o != ss && !o.confirmed && o.key == ss.key && o.remote == ss.remote {
+				s.removeLocked(idx)
+			}
+		}
 		if old := s.sessions[ss.replaces]; ss.replaces != 0 && old != nil && old.key == ss.key && old.supersededAt.IsZero() {
 			old.supersededAt = now
 			rekeyed = true
@@ -543,7 +553,7 @@ func (s *Server) confirm(ss *serverSession, now time.Time) {
 func (s *Server) handleLogin(ss *serverSession, m *Message, from netip.AddrPort, now time.Time, out []byte) {
 	ss.loginMu.Lock()
 	if ss.loginID == m.ID && (ss.loginPending || ss.loginAnswer) {
-		pending, status, role := ss.loginPending, ss.loginStatus, ss.role
+		pending, status, role := ss.loginPending, ss.loginStatus, ss.loginRole
 		ss.loginMu.Unlock()
 		if !pending { // a retransmission: answer again without checking again
 			s.sendMessage(ss, AppendLoginResult(out, m.ID, status, role), KindLoginResult)
@@ -590,7 +600,9 @@ func (s *Server) loginWorker(ctx context.Context) {
 			ss := job.sess
 			ss.loginMu.Lock()
 			if ss.loginID == job.id {
-				ss.loginPending, ss.loginAnswer, ss.loginStatus = false, true, status
+				ss.loginPending, ss.loginAnswer, ss.loginStatus, ss.loginRole = false, true, status, role
+				// A failed login ends any earlier login of the session: fail closed.
+				ss.user, ss.role = "", RoleNone
 				if status == LoginOK {
 					ss.user, ss.role = job.user, role
 				}
@@ -756,7 +768,7 @@ func (s *Server) timerLoop(ctx context.Context) {
 			if ss == nil || !ss.confirmed {
 				continue
 			}
-			if ss.linkUp && ss.sinceRecv(now) >= LinkLostKeepalives*s.cfg.KeepaliveInterval {
+			if ss.linkUp && ss.supersededAt.IsZero() && ss.sinceRecv(now) >= LinkLostKeepalives*s.cfg.KeepaliveInterval {
 				ss.linkUp = false
 				s.cfg.Hooks.LinkState(false)
 				user, _ := ss.login()

@@ -99,6 +99,9 @@ func (s *Session) Seal(dst, plaintext []byte, now time.Time) ([]byte, error) {
 // tag verified does the replay window see the counter, so a forged datagram can never move
 // the window. dst may be pkt[DataHeaderSize:DataHeaderSize] to decrypt in place.
 func (s *Session) Open(dst, pkt []byte, h DataHeader, now time.Time) ([]byte, error) {
+	if len(pkt) <= DataOverhead {
+		return dst, ErrMalformed
+	}
 	counter := uint64(h.Counter)
 	if counter >= RejectAfterMessages {
 		return dst, ErrSessionExpired

@@ -197,7 +197,8 @@ type DataHeader struct {
 
 // ParseDataHeader checks a data datagram's length and type and returns its header.
 func ParseDataHeader(pkt []byte) (DataHeader, error) {
-	if len(pkt) < DataOverhead || len(pkt) > MaxDatagramSize || pkt[dataOffType] != typeByte(TypeData) {
+	// At least one plaintext byte: an empty message is never sealed.
+	if len(pkt) <= DataOverhead || len(pkt) > MaxDatagramSize || pkt[dataOffType] != typeByte(TypeData) {
 		return DataHeader{}, ErrMalformed
 	}
 	h := DataHeader{
