@@ -1,0 +1,108 @@
+package operator
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dronelink/dronelink/pkg/link"
+)
+
+func (a *app) newSendCmd() *cobra.Command {
+	var f linkFlags
+	cmd := &cobra.Command{
+		Use:   "send --drone HOST:PORT --drone-pub PATH --key PATH --psk PATH --user NAME --password-file PATH MESSAGE...",
+		Short: "Send one command to a drone and wait for its acknowledgement",
+		Long: `Send one command to a drone and print its acknowledgement as one line:
+
+  ack ok: <payload>
+
+The MESSAGE arguments, joined with single spaces, are the command. The tool sets up a
+session (retransmitting over a lossy link), logs in, sends the command until the drone
+acknowledges it (the drone executes it at most once however often it arrives) and
+closes the session. The payload is shown as text, control characters escaped, or as
+"hex:..." when it is binary. The exit status is 0 only for an "ok" acknowledgement.
+
+The drone's public key (--drone-pub) must have been obtained out of band: compare its
+fingerprint ("dronelink fingerprint PATH") with the one the drone's administrator sees.
+
+` + exitCodesHelp,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return fmt.Errorf("no message: give the command text after the flags")
+			}
+			return nil
+		},
+	}
+	f.register(cmd, "give up when no acknowledgement came within this `DURATION`")
+	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
+		message := strings.Join(args, " ")
+		switch {
+		case strings.TrimSpace(message) == "":
+			return usagef("empty message")
+		case len(message) > link.MaxCommandPayload:
+			return usagef("message too long: %d bytes, at most %d", len(message), link.MaxCommandPayload)
+		}
+		setup, err := a.prepare(&f)
+		if err != nil {
+			return err
+		}
+		defer setup.wipe()
+		return a.send(cmd.Context(), setup, []byte(message))
+	})
+	return cmd
+}
+
+// send dials, sends one command, prints the acknowledgement and closes the session. The
+// timeout covers all of it.
+func (a *app) send(ctx context.Context, s *linkSetup, message []byte) error {
+	ctx, stopSignals := a.signalContext(ctx)
+	defer stopSignals()
+	deadline := time.Now().Add(s.timeout)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	prog := a.newProgress(deadline)
+	defer prog.clear()
+
+	sess, err := a.dial(ctx, s, prog, nil)
+	if err != nil {
+		return err
+	}
+	defer sess.client.Close()
+	ack, err := sess.client.Command(ctx, message)
+	if err != nil {
+		return a.linkFailure(ctx, err, sess.state, s, "acknowledgement")
+	}
+	prog.clear()
+	line := "ack " + ack.Status.String() + ":"
+	if len(ack.Payload) > 0 {
+		line += " " + render(ack.Payload)
+	}
+	if _, err := fmt.Fprintln(a.stdout, line); err != nil {
+		return localf("cannot print the acknowledgement: %v", err)
+	}
+	return ackFailure(ack, sess.client.Role())
+}
+
+// ackFailure is nil for an "ok" acknowledgement and otherwise says what happened.
+func ackFailure(ack link.Ack, role link.Role) error {
+	switch ack.Status {
+	case link.AckOK:
+		return nil
+	case link.AckNotPermitted:
+		return failf(ExitNotExecuted, "command refused: user role may not command (%s)", role)
+	case link.AckFailed:
+		if len(ack.Payload) > 0 {
+			return failf(ExitNotExecuted, "command failed on the drone: %s", render(ack.Payload))
+		}
+		return failf(ExitNotExecuted, "command failed on the drone")
+	case link.AckNotLoggedIn:
+		return failf(ExitNotExecuted, "command not executed: the drone had no login for this session")
+	case link.AckBusy:
+		return failf(ExitNotExecuted, "command not executed: the drone is busy, try again")
+	}
+	return failf(ExitNotExecuted, "command not executed: acknowledgement status %s", ack.Status)
+}

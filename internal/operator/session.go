@@ -1,0 +1,335 @@
+package operator
+
+import (
+	"context"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dronelink/dronelink/pkg/crypto"
+	"github.com/dronelink/dronelink/pkg/link"
+)
+
+// linkFlags are the flags send and listen share.
+type linkFlags struct {
+	drone, dronePub, key, psk, user string
+	password                        passwordFlags
+	timeout                         time.Duration
+}
+
+func (f *linkFlags) register(cmd *cobra.Command, timeoutHelp string) {
+	fs := cmd.Flags()
+	fs.StringVar(&f.drone, "drone", "", "the drone's `HOST:PORT`")
+	fs.StringVar(&f.dronePub, "drone-pub", "", "the drone's pinned public key file `PATH`")
+	fs.StringVar(&f.key, "key", "", "your private key file `PATH`")
+	fs.StringVar(&f.psk, "psk", "", "the fleet PSK file `PATH`")
+	fs.StringVar(&f.user, "user", "", "log in as user `NAME`")
+	f.password.register(cmd)
+	fs.DurationVar(&f.timeout, "timeout", 15*time.Second, timeoutHelp)
+	requireFlags(cmd, "drone", "drone-pub", "key", "psk", "user")
+}
+
+// linkSetup is everything needed to dial, loaded and checked.
+type linkSetup struct {
+	drone       netip.AddrPort
+	droneName   string // as given on the command line, for messages
+	operatorKey *rsa.PrivateKey
+	dronePublic *rsa.PublicKey
+	psk         crypto.PSK
+	user        string
+	password    []byte
+	timeout     time.Duration
+}
+
+// wipe clears the secrets the setup holds.
+func (s *linkSetup) wipe() {
+	crypto.Wipe(s.psk[:])
+	crypto.Wipe(s.password)
+}
+
+// prepare checks the flags and loads keys, PSK and password, cheapest checks first.
+func (a *app) prepare(f *linkFlags) (*linkSetup, error) {
+	if f.timeout <= 0 {
+		return nil, usagef("--timeout must be positive, got %s", f.timeout)
+	}
+	if n := len(f.user); n == 0 || n > link.MaxUserNameSize {
+		return nil, usagef("--user must be 1 to %d bytes", link.MaxUserNameSize)
+	}
+	drone, err := resolveDrone(f.drone)
+	if err != nil {
+		return nil, err
+	}
+	s := &linkSetup{drone: drone, droneName: f.drone, user: f.user, timeout: f.timeout}
+	if s.dronePublic, err = loadPublicKey(f.dronePub, "--drone-pub"); err != nil {
+		return nil, err
+	}
+	if s.operatorKey, err = loadPrivateKey(f.key, "--key"); err != nil {
+		return nil, err
+	}
+	a.warnInsecure(f.key)
+	if s.psk, err = loadPSK(f.psk, "--psk"); err != nil {
+		return nil, err
+	}
+	a.warnInsecure(f.psk)
+	if s.password, err = a.readPassword(f.password, fmt.Sprintf("Password for %s: ", f.user), false); err != nil {
+		s.wipe()
+		return nil, err
+	}
+	return s, nil
+}
+
+// resolveDrone parses HOST:PORT, resolving a host name.
+func resolveDrone(s string) (netip.AddrPort, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" || port == "" {
+		return netip.AddrPort{}, usagef("bad --drone %q: want HOST:PORT", s)
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	ua, err := net.ResolveUDPAddr("udp", s)
+	if err != nil {
+		return netip.AddrPort{}, localf("cannot resolve the drone address %s: %v", s, err)
+	}
+	ap := ua.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// localAddressFor is the wildcard address of the drone's address family.
+func localAddressFor(drone netip.AddrPort) string {
+	if drone.Addr().Is4() {
+		return "0.0.0.0:0"
+	}
+	return "[::]:0"
+}
+
+// dialState follows a client's progress for the progress line and for error messages.
+type dialState struct {
+	mu          sync.Mutex
+	established bool
+	loggedIn    bool
+	lastRefusal error // the drone's last non-final refusal of an initiation
+	linkLost    bool
+}
+
+func (d *dialState) snapshot() (established, loggedIn bool, refusal error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.established, d.loggedIn, d.lastRefusal
+}
+
+// session is a dialled client with what send and listen need around it.
+type session struct {
+	client *link.Client
+	state  *dialState
+	prog   *progress
+	setup  *linkSetup
+}
+
+// dial opens a socket and sets up a session, logging in, until ctx ends. onTelemetry may
+// be nil.
+func (a *app) dial(ctx context.Context, s *linkSetup, prog *progress, onTelemetry func([]byte)) (*session, error) {
+	conn, err := link.ListenUDP(localAddressFor(s.drone))
+	if err != nil {
+		return nil, localf("cannot open a UDP socket: %v", err)
+	}
+	state := &dialState{}
+	cfg := link.ClientConfig{
+		Conn:        conn,
+		Drone:       s.drone,
+		PSK:         s.psk,
+		OperatorKey: s.operatorKey,
+		DronePublic: s.dronePublic,
+		User:        s.user,
+		Password:    s.password,
+		OnTelemetry: onTelemetry,
+		OnEvent:     func(e link.Event) { a.onEvent(e, state, prog, s) },
+	}
+	client, err := link.Dial(ctx, cfg)
+	if err != nil {
+		_ = conn.Close() // Dial closes it on most failures; closing twice is harmless
+		return nil, a.linkFailure(ctx, err, state, s, "")
+	}
+	return &session{client: client, state: state, prog: prog, setup: s}, nil
+}
+
+// onEvent records progress and shows it. It runs on the client's goroutines and must not
+// block for long.
+func (a *app) onEvent(e link.Event, st *dialState, prog *progress, s *linkSetup) {
+	st.mu.Lock()
+	switch e.Kind {
+	case link.EventEstablished:
+		st.established = true
+		st.lastRefusal = nil
+	case link.EventLoggedIn:
+		st.loggedIn = true
+	case link.EventRefused:
+		st.lastRefusal = e.Err
+	case link.EventLinkLost:
+		st.linkLost = true
+	case link.EventLinkRestored:
+		st.linkLost = false
+	}
+	loggedIn := st.loggedIn
+	st.mu.Unlock()
+
+	switch e.Kind {
+	case link.EventHandshakeSent:
+		if loggedIn {
+			prog.show("link to the drone at %s: new handshake, attempt %d", s.droneName, e.Attempt)
+		} else {
+			prog.showLeft("waiting for the drone at %s: handshake attempt %d", s.droneName, e.Attempt)
+		}
+	case link.EventEstablished:
+		if !loggedIn {
+			prog.showLeft("session with the drone at %s: logging in as %s", s.droneName, s.user)
+		} else {
+			prog.clear()
+		}
+	case link.EventLoginSent:
+		if e.Attempt > 1 {
+			prog.showLeft("logging in as %s: attempt %d", s.user, e.Attempt)
+		}
+	case link.EventLoggedIn:
+		prog.clear()
+	case link.EventCommandRetry:
+		prog.showLeft("waiting for the acknowledgement: attempt %d", e.Attempt)
+	case link.EventRefused:
+		prog.showLeft("the drone at %s refused the handshake (%v); retrying", s.droneName, e.Err)
+	case link.EventLinkLost:
+		prog.show("link to the drone at %s lost; reconnecting", s.droneName)
+	case link.EventLinkRestored:
+		prog.clear()
+	}
+}
+
+// linkFailure phrases an error from Dial, Command or the session's end as one line with
+// its exit code. stage names what was awaited after the login ("acknowledgement"), if
+// anything.
+func (a *app) linkFailure(ctx context.Context, err error, st *dialState, s *linkSetup, stage string) error {
+	var loginErr *link.LoginError
+	var closedErr *link.ClosedError
+	switch {
+	case errors.As(err, &loginErr):
+		return failf(ExitRefused, "%s", loginErr.Error())
+	case errors.As(err, &closedErr):
+		return failf(ExitClosed, "%s", closedErr.Error())
+	case errors.Is(err, link.ErrWrongDroneKey):
+		return failf(ExitRefused, "drone refused the session: %v (is --drone-pub the key of the drone at %s?)", link.ErrWrongDroneKey, s.droneName)
+	case errors.Is(err, link.ErrUnknownOperatorKey):
+		return failf(ExitRefused, "drone refused the session: %v (ask the drone's administrator to authorise this key, %s)", link.ErrUnknownOperatorKey, crypto.Fingerprint(&s.operatorKey.PublicKey))
+	case errors.Is(err, link.ErrBadSignature):
+		return failf(ExitRefused, "drone refused the session: %v", link.ErrBadSignature)
+	}
+	if ctx.Err() == nil {
+		return localf("%v", err)
+	}
+	established, loggedIn, refusal := st.snapshot()
+	var what, note string
+	switch {
+	case !established && refusal != nil:
+		what = fmt.Sprintf("no session with the drone at %s: it kept refusing (%v)", s.droneName, refusal)
+	case !established:
+		what = fmt.Sprintf("no answer from the drone at %s", s.droneName)
+	case !loggedIn:
+		what = fmt.Sprintf("no answer to the login from the drone at %s", s.droneName)
+	case stage != "":
+		what = fmt.Sprintf("no %s from the drone at %s", stage, s.droneName)
+		note = " (the command may or may not have been executed)"
+	default:
+		what = fmt.Sprintf("no answer from the drone at %s", s.droneName)
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return failf(ExitNoAnswer, "interrupted: %s yet%s", what, note)
+	}
+	msg := fmt.Sprintf("%s within %s%s", what, shortDuration(s.timeout), note)
+	if !established && refusal == nil {
+		msg += " (is it running? same PSK?)"
+	}
+	return failf(ExitNoAnswer, "%s", msg)
+}
+
+// shortDuration prints 15s, 1m30s, 2m rather than 2m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// progress is a single status line on a terminal, overwritten in place. Disabled, it
+// prints nothing.
+type progress struct {
+	mu       sync.Mutex
+	w        io.Writer
+	enabled  bool
+	deadline time.Time
+	shown    bool
+}
+
+func (a *app) newProgress(deadline time.Time) *progress {
+	return &progress{w: a.stderr, enabled: a.progress, deadline: deadline}
+}
+
+// show replaces the status line.
+func (p *progress) show(format string, args ...any) {
+	if p == nil || !p.enabled {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, "\r%s\x1b[K", oneLine(fmt.Sprintf(format, args...)))
+	p.shown = true
+}
+
+// showLeft shows the line with the time left before the deadline.
+func (p *progress) showLeft(format string, args ...any) {
+	if p == nil || !p.enabled {
+		return
+	}
+	msg := fmt.Sprintf(format, args...)
+	p.mu.Lock()
+	deadline := p.deadline
+	p.mu.Unlock()
+	if !deadline.IsZero() {
+		// Rounded up: the first attempt of a 15s run shows "15s left".
+		left := max((time.Until(deadline) + time.Second - 1).Truncate(time.Second), 0)
+		msg += fmt.Sprintf(", %s left", shortDuration(left))
+	}
+	p.show("%s", msg)
+}
+
+// setDeadline changes the deadline showLeft counts down to (zero: none).
+func (p *progress) setDeadline(d time.Time) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.deadline = d
+	p.mu.Unlock()
+}
+
+// clear removes the status line.
+func (p *progress) clear() {
+	if p == nil || !p.enabled {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.shown {
+		fmt.Fprint(p.w, "\r\x1b[K")
+		p.shown = false
+	}
+}
