@@ -440,3 +440,19 @@ func TestForwardAndCheckConfig(t *testing.T) {
 		t.Fatalf("forwarded %q, %v", buf[:n], err)
 	}
 }
+
+// SIGHUP reloads the user database at once, without waiting for the change poll.
+func TestSIGHUPReload(t *testing.T) {
+	f := newFleet(t)
+	d := startDrone(t, f, "--reload-interval", "1h")
+	if r := f.send(t, d, "bob", "bob", "bob.pw", "before"); r.code != 0 {
+		t.Fatalf("send: %d %s", r.code, r.stderr)
+	}
+	mustRun(t, "user", "role", "--db", f.path("users"), "--name", "bob", "--role", "observer")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the reload", func() bool { _, e := d.output(); return strings.Contains(e, "user database reloaded") })
+	oneLine(t, f.send(t, d, "bob", "bob", "bob.pw", "after demotion"), 4, "observer")
+	if d.executed("after demotion") != 0 {
+		t.Fatal("a demoted pilot's command was executed")
+	}
+}
