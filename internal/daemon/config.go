@@ -25,6 +25,7 @@ type Config struct {
 	UsersPath      string
 	Forward        string
 	TelemetryIn    string
+	Metrics        string
 	LogFormat      string
 	LogLevel       string
 	ReplayWindow   int
@@ -42,6 +43,7 @@ func (c *Config) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.UsersPath, "users", "", "user database `PATH` (reloaded on SIGHUP and when it changes)")
 	fs.StringVar(&c.Forward, "forward", "", "hand each executed command's payload as one UDP datagram to `HOST:PORT`")
 	fs.StringVar(&c.TelemetryIn, "telemetry-in", "", "read telemetry datagrams from local applications on UDP `HOST:PORT`")
+	fs.StringVar(&c.Metrics, "metrics", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics (an empty HOST means 127.0.0.1)")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format on standard error: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.IntVar(&c.ReplayWindow, "replay-window", 0, "replay window in packets (0: 2048)")
@@ -110,7 +112,7 @@ func (c *Config) validate() error {
 	for _, a := range []struct {
 		name, value string
 		optional    bool
-	}{{"--listen", c.Listen, false}, {"--forward", c.Forward, true}, {"--telemetry-in", c.TelemetryIn, true}} {
+	}{{"--listen", c.Listen, false}, {"--forward", c.Forward, true}, {"--telemetry-in", c.TelemetryIn, true}, {"--metrics", c.Metrics, true}} {
 		if a.value == "" && a.optional {
 			continue
 		}

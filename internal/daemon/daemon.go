@@ -169,6 +169,17 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		defer d.fwd.Close()
 	}
 
+	var hooks link.Hooks
+	var metricsSrv *metricsServer
+	if cfg.Metrics != "" {
+		metricsSrv, err = startMetrics(cfg.Metrics, d.log)
+		if err != nil {
+			conn.Close()
+			return err
+		}
+		hooks = metricsSrv.hooks
+	}
+
 	server, err := link.NewServer(link.ServerConfig{
 		Conn:         conn,
 		PSK:          psk,
@@ -176,11 +187,15 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		Auth:         authenticator{&d.users},
 		Handler:      d.execute,
 		Logger:       d.log,
+		Hooks:        hooks,
 		ReplayWindow: cfg.ReplayWindow,
 		MaxSessions:  cfg.MaxSessions,
 	})
 	if err != nil {
 		conn.Close()
+		if metricsSrv != nil {
+			metricsSrv.listener.Close()
+		}
 		return err
 	}
 	d.server = server
@@ -195,9 +210,12 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		wg.Go(func() { d.telemetryLoop(ctx, telemetryConn) })
 	}
 	wg.Go(func() { d.reloadLoop(ctx) })
+	if metricsSrv != nil {
+		wg.Go(func() { metricsSrv.serve(ctx, d.log) })
+	}
 
 	d.log.Info("dronelinkd started", "version", buildinfo.Version(), "listen", conn.LocalAddr().String(),
-		"drone_key", crypto.Fingerprint(&key.PublicKey), "users", db.Len(), "telemetry_in", cfg.TelemetryIn, "forward", cfg.Forward)
+		"drone_key", crypto.Fingerprint(&key.PublicKey), "users", db.Len(), "telemetry_in", cfg.TelemetryIn, "forward", cfg.Forward, "metrics", metricsAddr(metricsSrv))
 	err = server.Run(ctx)
 	cancel()
 	if telemetryConn != nil {
@@ -208,6 +226,14 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	}
 	d.log.Info("dronelinkd stopped")
 	return nil
+}
+
+// metricsAddr is where metrics are served, or "" when they are not.
+func metricsAddr(m *metricsServer) string {
+	if m == nil {
+		return ""
+	}
+	return m.listener.Addr().String()
 }
 
 // authenticator reads the current user database for every lookup, so a reload takes

@@ -1,0 +1,83 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dronelink/dronelink/pkg/metrics"
+)
+
+// metricsAddress puts an address without a host on loopback, so `--metrics :9500` cannot
+// expose the daemon's internals on the radio interface by accident. An explicit host,
+// even 0.0.0.0, is the operator's choice.
+func metricsAddress(addr string) (string, bool, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", false, fmt.Errorf("--metrics %q: want HOST:PORT", addr)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	ip := net.ParseIP(host)
+	loopback := host == "localhost" || (ip != nil && ip.IsLoopback())
+	return net.JoinHostPort(host, port), loopback, nil
+}
+
+// metricsServer is the /metrics endpoint of a running daemon.
+type metricsServer struct {
+	http     *http.Server
+	listener net.Listener
+	hooks    *metrics.Link
+}
+
+// startMetrics registers the link, Go and process collectors on a registry of their own
+// and listens on addr. The HTTP server is started by serve.
+func startMetrics(addr string, log *slog.Logger) (*metricsServer, error) {
+	addr, loopback, err := metricsAddress(addr)
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	hooks, err := metrics.New(reg, metrics.Options{Transport: metrics.TransportNative, Role: metrics.RoleDrone})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("cannot serve metrics on %s: %w", addr, unwrapSyscall(err))
+	}
+	if !loopback {
+		log.Warn("metrics are served beyond loopback; make sure the radio interface cannot reach them", "metrics", addr)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
+	return &metricsServer{
+		http: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute},
+		listener: ln,
+		hooks:    hooks,
+	}, nil
+}
+
+// serve answers scrapes until ctx ends.
+func (m *metricsServer) serve(ctx context.Context, log *slog.Logger) {
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		m.http.Shutdown(shutdown)
+	}()
+	if err := m.http.Serve(m.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("metrics server failed", "err", err)
+	}
+}
