@@ -27,8 +27,8 @@ type fakeRig struct {
 	*rig
 	net         *fakenet.Network
 	dialTimeout time.Duration // 0: 15 s, generous for a loaded machine
-	mu       sync.Mutex
-	captured []fakenet.Datagram
+	mu          sync.Mutex
+	captured    []fakenet.Datagram
 }
 
 func newFakeRig(t *testing.T, mutate func(*ServerConfig)) *fakeRig {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dronelink/dronelink/pkg/crypto"
+	"github.com/dronelink/dronelink/pkg/dedup"
 	"github.com/dronelink/dronelink/pkg/ratelimit"
 	"github.com/dronelink/dronelink/pkg/replay"
 )
@@ -186,7 +187,7 @@ type Server struct {
 	mu       sync.RWMutex
 	sessions map[uint16]*serverSession
 	perKey   map[crypto.KeyID]int
-	dedup    map[crypto.KeyID]*dedupCache
+	dedup    map[crypto.KeyID]*dedup.Cache
 
 	logins   chan loginJob
 	commands chan commandJob
@@ -204,7 +205,7 @@ type loginJob struct {
 
 type commandJob struct {
 	sess  *serverSession
-	cache *dedupCache
+	cache *dedup.Cache
 	cmd   Command
 }
 
@@ -232,7 +233,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		loginByUser:    lu,
 		sessions:       make(map[uint16]*serverSession),
 		perKey:         make(map[crypto.KeyID]int),
-		dedup:          make(map[crypto.KeyID]*dedupCache),
+		dedup:          make(map[crypto.KeyID]*dedup.Cache),
 		logins:         make(chan loginJob, DefaultLoginQueue),
 		commands:       make(chan commandJob, DefaultCommandQueue),
 		warn:           newWarnLimiter(cfg.Logger, 10*time.Second),
@@ -634,14 +635,14 @@ func (s *Server) handleCommand(ss *serverSession, m *Message, from netip.AddrPor
 		return
 	}
 	cache := s.dedupFor(ss.key)
-	state, status, payload := cache.begin(m.ID, now)
+	state, status, payload := cache.Begin(m.ID, now)
 	switch state {
-	case dedupDone: // executed before: acknowledge again, never execute again
-		s.sendMessage(ss, AppendAck(out, m.ID, status, payload), KindAck)
+	case dedup.Done: // executed before: acknowledge again, never execute again
+		s.sendMessage(ss, AppendAck(out, m.ID, AckStatus(status), payload), KindAck)
 		return
-	case dedupRunning:
+	case dedup.Running:
 		return
-	case dedupFull:
+	case dedup.Full:
 		s.cfg.Hooks.Command(AckBusy)
 		s.warn.Warn("command de-duplication table full", "user", user)
 		s.sendMessage(ss, AppendAck(out, m.ID, AckBusy, nil), KindAck)
@@ -654,14 +655,14 @@ func (s *Server) handleCommand(ss *serverSession, m *Message, from netip.AddrPor
 	select {
 	case s.commands <- job:
 	default:
-		cache.abort(m.ID)
+		cache.Abort(m.ID)
 		s.cfg.Hooks.Command(AckBusy)
 		s.sendMessage(ss, AppendAck(out, m.ID, AckBusy, nil), KindAck)
 	}
 }
 
 // dedupFor returns the command-id cache of an operator key.
-func (s *Server) dedupFor(key crypto.KeyID) *dedupCache {
+func (s *Server) dedupFor(key crypto.KeyID) *dedup.Cache {
 	s.mu.RLock()
 	c := s.dedup[key]
 	s.mu.RUnlock()
@@ -671,7 +672,7 @@ func (s *Server) dedupFor(key crypto.KeyID) *dedupCache {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c = s.dedup[key]; c == nil {
-		c = newDedupCache(s.cfg.DedupCapacity)
+		c = dedup.NewCache(s.cfg.DedupCapacity, DedupLifetime)
 		s.dedup[key] = c
 	}
 	return c
@@ -689,7 +690,7 @@ func (s *Server) commandExecutor(ctx context.Context) {
 			if len(payload) > MaxAckPayload {
 				payload = payload[:MaxAckPayload]
 			}
-			job.cache.finish(job.cmd.ID, status, payload)
+			job.cache.Finish(job.cmd.ID, uint8(status), payload)
 			s.cfg.Hooks.Command(status)
 			s.cfg.Logger.Info("command", "user", job.cmd.User, "id", job.cmd.ID, "size", len(job.cmd.Payload),
 				"result", status.String(), "from", job.cmd.From)
@@ -789,7 +790,7 @@ func (s *Server) timerLoop(ctx context.Context) {
 		s.loginByUser.Sweep(now)
 		s.mu.RLock()
 		for _, c := range s.dedup {
-			c.expire(now)
+			c.Expire(now)
 		}
 		s.mu.RUnlock()
 	}

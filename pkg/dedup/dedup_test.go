@@ -1,4 +1,4 @@
-package link
+package dedup
 
 import (
 	"math/rand/v2"
@@ -6,15 +6,17 @@ import (
 	"time"
 )
 
+const lifetime = time.Minute
+
 // TestDedupAgainstModel drives the cache with random commands, completions, aborts and
 // clock steps and compares every answer with a plain map model.
 func TestDedupAgainstModel(t *testing.T) {
 	const capacity = 16
-	c := newDedupCache(capacity)
+	c := NewCache(capacity, lifetime)
 	type entry struct {
 		added  time.Time
 		done   bool
-		status AckStatus
+		status uint8
 	}
 	model := map[uint64]*entry{}
 	var order []uint64
@@ -23,7 +25,7 @@ func TestDedupAgainstModel(t *testing.T) {
 	expire := func() {
 		for len(order) > 0 {
 			e, ok := model[order[0]]
-			if ok && (now.Sub(e.added) < DedupLifetime || !e.done) {
+			if ok && (now.Sub(e.added) < lifetime || !e.done) {
 				return
 			}
 			if ok {
@@ -36,12 +38,12 @@ func TestDedupAgainstModel(t *testing.T) {
 		id := uint64(rng.IntN(40))
 		switch op := rng.IntN(10); {
 		case op < 5:
-			state, status, _ := c.begin(id, now)
-			var want dedupState
+			state, status, _ := c.Begin(id, now)
+			var want State
 			if e, ok := model[id]; ok {
-				want = dedupRunning
+				want = Running
 				if e.done {
-					want = dedupDone
+					want = Done
 					if status != e.status {
 						t.Fatalf("op %d: status %v, want %v", i, status, e.status)
 					}
@@ -49,9 +51,9 @@ func TestDedupAgainstModel(t *testing.T) {
 			} else {
 				expire()
 				if len(order) == capacity {
-					want = dedupFull
+					want = Full
 				} else {
-					want = dedupNew
+					want = New
 					model[id] = &entry{added: now}
 					order = append(order, id)
 				}
@@ -60,13 +62,13 @@ func TestDedupAgainstModel(t *testing.T) {
 				t.Fatalf("op %d: begin(%d) = %v, want %v", i, id, state, want)
 			}
 		case op < 8:
-			st := AckStatus(rng.IntN(2))
-			c.finish(id, st, []byte{byte(st)})
+			st := uint8(rng.IntN(2))
+			c.Finish(id, st, []byte{byte(st)})
 			if e, ok := model[id]; ok {
 				e.done, e.status = true, st
 			}
 		case op < 9:
-			c.abort(id)
+			c.Abort(id)
 			if e, ok := model[id]; ok && !e.done {
 				delete(model, id)
 				if order[len(order)-1] == id {
@@ -76,30 +78,30 @@ func TestDedupAgainstModel(t *testing.T) {
 		default:
 			now = now.Add(time.Duration(rng.IntN(20)) * time.Second)
 		}
-		if c.len() != len(model) {
-			t.Fatalf("op %d: %d entries, model %d", i, c.len(), len(model))
+		if c.Len() != len(model) {
+			t.Fatalf("op %d: %d entries, model %d", i, c.Len(), len(model))
 		}
 	}
 }
 
 func TestDedupNeverForgetsALiveCommand(t *testing.T) {
-	c := newDedupCache(2)
+	c := NewCache(2, lifetime)
 	now := time.Unix(0, 0)
 	for _, id := range []uint64{1, 2} {
-		if s, _, _ := c.begin(id, now); s != dedupNew {
+		if s, _, _ := c.Begin(id, now); s != New {
 			t.Fatal(s)
 		}
-		c.finish(id, AckOK, []byte("ok"))
+		c.Finish(id, 0, []byte("ok"))
 	}
 	// Full of live entries: a third command is refused rather than evicting 1 or 2.
-	if s, _, _ := c.begin(3, now.Add(DedupLifetime-time.Second)); s != dedupFull {
+	if s, _, _ := c.Begin(3, now.Add(lifetime-time.Second)); s != Full {
 		t.Fatalf("full cache: %v", s)
 	}
-	if s, st, p := c.begin(1, now.Add(DedupLifetime-time.Second)); s != dedupDone || st != AckOK || string(p) != "ok" {
+	if s, st, p := c.Begin(1, now.Add(lifetime-time.Second)); s != Done || st != 0 || string(p) != "ok" {
 		t.Fatalf("retransmission of 1: %v %v %q", s, st, p)
 	}
 	// Once they are older than any retransmission can be, room is made.
-	if s, _, _ := c.begin(3, now.Add(DedupLifetime)); s != dedupNew {
+	if s, _, _ := c.Begin(3, now.Add(lifetime)); s != New {
 		t.Fatalf("after the lifetime: %v", s)
 	}
 }
