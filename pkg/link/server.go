@@ -268,12 +268,11 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
-// readLoop is the only reader of the socket. Everything it does for a datagram that
-// fails the PSK MAC or the AEAD is allocation-free.
+// readLoop is the only reader of the socket.
 func (s *Server) readLoop() error {
 	buf := make([]byte, ReadBufferSize)
-	out := make([]byte, 0, MaxDatagramSize)
-	var init Initiation
+	var scratch receiveScratch
+	scratch.out = make([]byte, 0, MaxDatagramSize)
 	for {
 		n, from, err := s.cfg.Conn.ReadFrom(buf)
 		if err != nil {
@@ -286,24 +285,35 @@ func (s *Server) readLoop() error {
 			}
 			return err
 		}
-		pkt := buf[:n]
-		typ, ok := PeekType(pkt)
-		if !ok || n > MaxDatagramSize {
-			s.cfg.Hooks.PacketReceived(KindData, n)
-			s.drop(DropMalformed)
-			continue
-		}
-		switch typ {
-		case TypeData:
-			s.cfg.Hooks.PacketReceived(KindData, n)
-			s.handleData(pkt, from, out[:0])
-		case TypeInitiation:
-			s.cfg.Hooks.PacketReceived(KindInitiation, n)
-			s.handleInitiation(pkt, from, out[:0], &init)
-		default:
-			s.cfg.Hooks.PacketReceived(KindData, n)
-			s.drop(DropUnexpected)
-		}
+		s.handleDatagram(buf[:n], from, &scratch)
+	}
+}
+
+// receiveScratch is the reader's reusable state, so a datagram costs no allocation.
+type receiveScratch struct {
+	out  []byte // MaxDatagramSize capacity, for replies
+	init Initiation
+}
+
+// handleDatagram dispatches one received datagram. Everything it does for a datagram that
+// fails the PSK MAC or the AEAD is allocation-free.
+func (s *Server) handleDatagram(pkt []byte, from netip.AddrPort, sc *receiveScratch) {
+	typ, ok := PeekType(pkt)
+	if !ok || len(pkt) > MaxDatagramSize {
+		s.cfg.Hooks.PacketReceived(KindData, len(pkt))
+		s.drop(DropMalformed)
+		return
+	}
+	switch typ {
+	case TypeData:
+		s.cfg.Hooks.PacketReceived(KindData, len(pkt))
+		s.handleData(pkt, from, sc.out[:0])
+	case TypeInitiation:
+		s.cfg.Hooks.PacketReceived(KindInitiation, len(pkt))
+		s.handleInitiation(pkt, from, sc.out[:0], &sc.init)
+	default:
+		s.cfg.Hooks.PacketReceived(KindData, len(pkt))
+		s.drop(DropUnexpected)
 	}
 }
 
