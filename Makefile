@@ -9,7 +9,7 @@ BIN       ?= bin
 
 PACKAGES  := ./...
 
-.PHONY: all build test vet fmt-check lint fuzz bench demo clean tidy-check
+.PHONY: all build test vet fmt-check lint fuzz bench demo soak clean tidy-check
 
 all: build
 
@@ -47,6 +47,12 @@ fuzz:
 # bench: the per-packet benchmarks beside the code.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./pkg/...
+
+# soak: the lossy soak for SOAKTIME (30% loss, reordering, duplication, a rekey every 10 s);
+# make test runs a 20-second version.
+SOAKTIME ?= 5m
+soak:
+	$(GO) test -race -count=1 -run '^TestLossySoak$$' -timeout 30m -v ./pkg/link -args -soak $(SOAKTIME)
 
 # demo: the whole story on loopback with throwaway identities and a lossy radio link.
 demo: build

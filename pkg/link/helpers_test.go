@@ -164,9 +164,10 @@ func (l *execLog) check(t *testing.T, want int) {
 // repeats of one received before: the only datagrams the replay filter may reject.
 type recordingConn struct {
 	PacketConn
-	mu      sync.Mutex
-	seen    map[[32]byte]bool
-	repeats int
+	mu            sync.Mutex
+	seen          map[[32]byte]bool
+	repeats       int
+	lastWasRepeat atomic.Bool // the datagram the reader is handling now was seen before
 }
 
 func newRecordingConn(c PacketConn) *recordingConn {
@@ -178,13 +179,31 @@ func (r *recordingConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 	if err == nil && n > 0 && b[0] == typeByte(TypeData) {
 		sum := sha256.Sum256(b[:n])
 		r.mu.Lock()
-		if r.seen[sum] {
+		repeat := r.seen[sum]
+		if repeat {
 			r.repeats++
 		}
 		r.seen[sum] = true
 		r.mu.Unlock()
+		r.lastWasRepeat.Store(repeat)
 	}
 	return n, a, err
+}
+
+// replayAudit wraps an endpoint's hooks: the endpoint's single reader handles each datagram
+// before it reads the next, so a replay drop while the current datagram is a first arrival
+// is a false rejection.
+type replayAudit struct {
+	Hooks
+	conn  *recordingConn
+	false atomic.Int64
+}
+
+func (a *replayAudit) Dropped(r DropReason) {
+	if r == DropReplay && !a.conn.lastWasRepeat.Load() {
+		a.false.Add(1)
+	}
+	a.Hooks.Dropped(r)
 }
 
 func (r *recordingConn) Repeats() int {
