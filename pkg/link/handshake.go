@@ -365,6 +365,39 @@ type ResponderConfig struct {
 	DroneKey  DroneKey
 	Operators OperatorKeyLookup
 	Rand      io.Reader // nil: crypto/rand
+	// Work, if set, is told about every expensive operation just before it runs, so tests
+	// and metrics can show that forged traffic never reaches one.
+	Work func(HandshakeWork)
+}
+
+// HandshakeWork names an expensive operation of the drone's handshake.
+type HandshakeWork uint8
+
+// Expensive handshake operations, in the order the responder performs them.
+const (
+	WorkVerify HandshakeWork = iota // RSA-PSS signature verification
+	WorkUnwrap                      // RSA-OAEP decryption of the wrapped secret
+	WorkX25519                      // ephemeral key generation and agreement
+	NumHandshakeWork
+)
+
+// String is the operation's metric label.
+func (w HandshakeWork) String() string {
+	switch w {
+	case WorkVerify:
+		return "rsa_verify"
+	case WorkUnwrap:
+		return "rsa_unwrap"
+	case WorkX25519:
+		return "x25519"
+	}
+	return "unknown"
+}
+
+func (r *Responder) work(w HandshakeWork) {
+	if r.cfg.Work != nil {
+		r.cfg.Work(w)
+	}
 }
 
 // Responder is the drone side of the handshake: it checks initiations in the order that
@@ -439,9 +472,14 @@ func (r *Responder) AcceptInitiation(out []byte, init *Initiation, local uint16,
 	if !ok {
 		return out, nil, ErrUnknownOperatorKey
 	}
-	if len(init.Signature) != opPub.Size() || crypto.VerifyPSS(opPub, init.Signed, init.Signature) != nil {
+	if len(init.Signature) != opPub.Size() {
 		return out, nil, ErrBadSignature
 	}
+	r.work(WorkVerify)
+	if crypto.VerifyPSS(opPub, init.Signed, init.Signature) != nil {
+		return out, nil, ErrBadSignature
+	}
+	r.work(WorkUnwrap)
 	secret, err := r.cfg.DroneKey.UnwrapSecret(init.Wrapped)
 	if err != nil || len(secret) != secretSize {
 		// The signature verified, so the operator wrapped garbage on purpose or to another
@@ -451,6 +489,7 @@ func (r *Responder) AcceptInitiation(out []byte, init *Initiation, local uint16,
 	defer crypto.Wipe(secret)
 	r.last[init.OperatorKey] = init.Timestamp
 
+	r.work(WorkX25519)
 	eph, err := crypto.GenerateX25519(r.cfg.Rand)
 	if err != nil {
 		return out, nil, err

@@ -159,6 +159,8 @@ type Hooks interface {
 	Rekeyed()
 	// LinkState reports a session's link going down (no datagram for LinkLostAfter) or up.
 	LinkState(up bool)
+	// HandshakeWork counts an expensive handshake operation (RSA or X25519) about to run.
+	HandshakeWork(w HandshakeWork)
 }
 
 // NopHooks ignores every event.
@@ -174,6 +176,7 @@ func (NopHooks) CommandRoundTrip(time.Duration) {}
 func (NopHooks) SessionsActive(int)             {}
 func (NopHooks) Rekeyed()                       {}
 func (NopHooks) LinkState(bool)                 {}
+func (NopHooks) HandshakeWork(HandshakeWork)    {}
 
 // Counters is a Hooks that counts every event with atomics: for tests, and for embedders
 // that want numbers without Prometheus.
@@ -189,6 +192,7 @@ type Counters struct {
 	Rekeys     atomic.Uint64
 	LinkDowns  atomic.Uint64
 	LinkUps    atomic.Uint64
+	Work       [NumHandshakeWork]atomic.Uint64
 }
 
 // PacketReceived implements Hooks.
@@ -248,6 +252,13 @@ func (c *Counters) LinkState(up bool) {
 		c.LinkUps.Add(1)
 	} else {
 		c.LinkDowns.Add(1)
+	}
+}
+
+// HandshakeWork implements Hooks.
+func (c *Counters) HandshakeWork(w HandshakeWork) {
+	if w < NumHandshakeWork {
+		c.Work[w].Add(1)
 	}
 }
 

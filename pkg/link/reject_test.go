@@ -312,6 +312,11 @@ func TestServerFloodCostsNoRSA(t *testing.T) {
 	if f.hooks.Drop(DropBadMAC) == 0 {
 		t.Errorf("no bad_mac drops counted: %v", f.drops())
 	}
+	for w := range NumHandshakeWork {
+		if got := f.hooks.Work[w].Load(); got != 1 {
+			t.Errorf("%v ran %d times, want once (alice's handshake only)", w, got)
+		}
+	}
 }
 
 func TestClientRefusals(t *testing.T) {

@@ -215,7 +215,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	responder, err := NewResponder(ResponderConfig{PSK: cfg.PSK, DroneKey: cfg.DroneKey, Operators: cfg.Auth.LookupKey, Rand: cfg.Rand})
+	responder, err := NewResponder(ResponderConfig{PSK: cfg.PSK, DroneKey: cfg.DroneKey, Operators: cfg.Auth.LookupKey,
+		Rand: cfg.Rand, Work: cfg.Hooks.HandshakeWork})
 	if err != nil {
 		return nil, err
 	}

@@ -131,6 +131,7 @@ func TestSeriesPreCreated(t *testing.T) {
 		"dronelink_sessions_active":            1,
 		"dronelink_rekeys_total":               1,
 		"dronelink_link_transitions_total":     2,
+		"dronelink_handshake_operations_total": int(link.NumHandshakeWork),
 	} {
 		got, err := testutil.GatherAndCount(reg, name)
 		if err != nil {
@@ -145,7 +146,7 @@ func TestSeriesPreCreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want := 4*int(link.NumPacketKinds) + int(link.NumDropReasons) + int(link.NumHandshakeResults) +
-		int(link.LoginInternal) + 2 + int(link.AckBusy) + 2 + 5; total != want {
+		int(link.LoginInternal) + 2 + int(link.AckBusy) + 2 + 5 + int(link.NumHandshakeWork); total != want {
 		t.Errorf("registry has %d series, want %d (a metric added or lost)", total, want)
 	}
 }
@@ -202,6 +203,7 @@ func TestHooksDoNotAllocate(t *testing.T) {
 		"SessionsActive":        func() { l.SessionsActive(7) },
 		"Rekeyed":               func() { l.Rekeyed() },
 		"LinkState":             func() { up = !up; l.LinkState(up) },
+		"HandshakeWork":         func() { l.HandshakeWork(link.WorkUnwrap) },
 	} {
 		if n := testing.AllocsPerRun(1000, f); n != 0 {
 			t.Errorf("%s: %v allocations per call, want 0", name, n)

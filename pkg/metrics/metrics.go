@@ -104,6 +104,7 @@ type Link struct {
 	rekeys        prometheus.Counter
 	linkUp        prometheus.Counter
 	linkDown      prometheus.Counter
+	work          [link.NumHandshakeWork]prometheus.Counter
 }
 
 var _ link.Hooks = (*Link)(nil)
@@ -182,8 +183,12 @@ func New(reg prometheus.Registerer, opts Options) (*Link, error) {
 			" that expires or closes while down reports no up, so down minus up overstates the links"+
 			" down now; use rate(...{state=\"down\"}) to alert on link loss.", "state")
 
+	workVec := counterVec("handshake_operations_total",
+		"Expensive handshake operations the drone started, by op: rsa_verify, rsa_unwrap, x25519. Forged or"+
+			" replayed initiations are rejected before any of them, so these grow only with real handshakes.", "op")
+
 	collectors := []prometheus.Collector{receivedVec, receivedBytesVec, sentVec, sentBytesVec, droppedVec,
-		handshakesVec, loginsVec, commandsVec, roundTrip, sessions, rekeys, transitionsVec}
+		handshakesVec, loginsVec, commandsVec, roundTrip, sessions, rekeys, transitionsVec, workVec}
 	for i, c := range collectors {
 		if err := reg.Register(c); err != nil {
 			for _, done := range collectors[:i] {
@@ -223,7 +228,18 @@ func New(reg prometheus.Registerer, opts Options) (*Link, error) {
 		l.commands[s] = commandsVec.WithLabelValues(link.AckStatus(s).String())
 	}
 	l.commands[numAckStatuses] = commandsVec.WithLabelValues(unknownLabel)
+	for w := range link.NumHandshakeWork {
+		l.work[w] = workVec.WithLabelValues(w.String())
+	}
 	return l, nil
+}
+
+// HandshakeWork implements link.Hooks: it counts one expensive handshake operation.
+// Operations out of range are ignored.
+func (l *Link) HandshakeWork(w link.HandshakeWork) {
+	if w < link.NumHandshakeWork {
+		l.work[w].Inc()
+	}
 }
 
 // PacketReceived implements link.Hooks: it counts one datagram of kind and size bytes
