@@ -69,6 +69,13 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode, overwrite bool)
 	if err := tmp.Chmod(perm.Perm()); err != nil && runtime.GOOS != "windows" {
 		return fmt.Errorf("write %s: set mode: %w", path, pathErrCause(err))
 	}
+	if overwrite {
+		// Replacing a file keeps its owner: root editing the user database of a daemon
+		// that runs as its own user must not leave a file that daemon cannot read.
+		if err := keepOwner(tmp, path); err != nil {
+			return fmt.Errorf("write %s: keep owner: %w", path, pathErrCause(err))
+		}
+	}
 	if _, err := tmp.Write(data); err != nil {
 		return fmt.Errorf("write %s: %w", path, pathErrCause(err))
 	}
