@@ -6,6 +6,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -35,9 +37,112 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
+	if os.Getenv("DRONELINK_LEAK_SELFTEST") != "" {
+		// Shows the scan can fail: the daemon always prints this text.
+		transcript.secret("self-test secret", "dronelinkd started")
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	if leaks := transcript.leaks(); len(leaks) > 0 {
+		fmt.Fprintln(os.Stderr, "SECRET LEAK: a secret appeared in the programs' output or logs:")
+		for _, l := range leaks {
+			fmt.Fprintln(os.Stderr, "  ", l)
+		}
+		code = 1
+	} else if code == 0 {
+		fmt.Fprintf(os.Stderr, "secret scan: %d bytes of program output and logs searched for %d secrets, none found\n",
+			transcript.size(), transcript.count())
+	}
 	os.Exit(code)
+}
+
+// transcript collects every byte the programs printed in these tests, and every secret the
+// tests made, so TestMain can check no secret was ever printed or logged.
+var transcript secretScan
+
+type secretScan struct {
+	mu      sync.Mutex
+	outputs [][]byte
+	secrets map[string]string // secret -> what it is
+}
+
+func (s *secretScan) output(b []byte) {
+	s.mu.Lock()
+	s.outputs = append(s.outputs, bytes.Clone(b))
+	s.mu.Unlock()
+}
+
+func (s *secretScan) secret(what, value string) {
+	if len(value) < 8 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.secrets == nil {
+		s.secrets = map[string]string{}
+	}
+	s.secrets[value] = what
+}
+
+func (s *secretScan) size() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, o := range s.outputs {
+		n += len(o)
+	}
+	return n
+}
+
+func (s *secretScan) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.secrets)
+}
+
+func (s *secretScan) leaks() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for secret, what := range s.secrets {
+		for _, o := range s.outputs {
+			if bytes.Contains(o, []byte(secret)) {
+				out = append(out, what)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// registerSecrets records the PSK (hex and raw), the passwords and the private keys' PEM
+// lines of a fleet directory.
+func registerSecrets(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.HasSuffix(e.Name(), ".pw"):
+			transcript.secret("password "+e.Name(), strings.TrimSpace(string(b)))
+		case strings.HasSuffix(e.Name(), "psk"):
+			hexPSK := strings.TrimSpace(string(b))
+			transcript.secret("PSK "+e.Name(), hexPSK)
+			transcript.secret("PSK (upper case) "+e.Name(), strings.ToUpper(hexPSK))
+			if raw, err := hex.DecodeString(hexPSK); err == nil {
+				transcript.secret("PSK bytes "+e.Name(), string(raw))
+				transcript.secret("PSK base64 "+e.Name(), base64.StdEncoding.EncodeToString(raw))
+			}
+		case strings.HasSuffix(e.Name(), ".key"):
+			for _, line := range strings.Split(string(b), "\n") {
+				if len(line) >= 40 && !strings.HasPrefix(line, "-----") {
+					transcript.secret("private key "+e.Name(), line)
+				}
+			}
+		}
+	}
 }
 
 // result is a finished command.
@@ -56,6 +161,8 @@ func run(t *testing.T, stdin string, name string, args ...string) result {
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.Stdin = strings.NewReader(stdin)
 	err := cmd.Run()
+	transcript.output(out.Bytes())
+	transcript.output(errb.Bytes())
 	code := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -111,6 +218,8 @@ func newFleet(t *testing.T) *fleet {
 		mustRun(t, "user", "add", "--db", f.path("users"), "--name", u.name, "--role", u.role,
 			"--pubkey", f.path(u.name+".key.pub"), "--password-file", f.path(u.name+".pw"))
 	}
+	registerSecrets(f.dir)
+	t.Cleanup(func() { registerSecrets(f.dir) }) // secrets the test made later
 	return f
 }
 
@@ -137,6 +246,7 @@ type lockedWriter struct {
 }
 
 func (w lockedWriter) Write(p []byte) (int, error) {
+	transcript.output(p)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
@@ -454,5 +564,12 @@ func TestSIGHUPReload(t *testing.T) {
 	oneLine(t, f.send(t, d, "bob", "bob", "bob.pw", "after demotion"), 4, "observer")
 	if d.executed("after demotion") != 0 {
 		t.Fatal("a demoted pilot's command was executed")
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -245,6 +245,11 @@ func (a authenticator) LookupKey(id crypto.KeyID) (*rsa.PublicKey, bool) {
 	return a.db.Load().LookupKey(id)
 }
 
+// Authorize implements link.Authenticator.
+func (a authenticator) Authorize(user string, key crypto.KeyID) (link.Role, link.LoginStatus) {
+	return a.db.Load().Authorize(user, key)
+}
+
 // Login implements link.Authenticator.
 func (a authenticator) Login(user string, password []byte, key crypto.KeyID) (link.Role, link.LoginStatus) {
 	return a.db.Load().Login(user, password, key)

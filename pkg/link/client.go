@@ -383,7 +383,11 @@ func (c *Client) startHandshakeLocked(replaces uint16, now time.Time) error {
 	for local == 0 || (c.current != nil && local == c.current.local) || (c.previous != nil && local == c.previous.local) {
 		local = uint16(rand.Uint32())
 	}
-	hs, err := NewInitiator(InitiatorConfig{PSK: c.cfg.PSK, OperatorKey: c.cfg.OperatorKey, DronePublic: c.cfg.DronePublic, Rand: c.cfg.Rand}, local, replaces)
+	cfg := InitiatorConfig{PSK: c.cfg.PSK, OperatorKey: c.cfg.OperatorKey, DronePublic: c.cfg.DronePublic, Rand: c.cfg.Rand}
+	if replaces != 0 && c.current != nil && c.current.remote == replaces {
+		cfg.ResumeKey = c.current.resume[:]
+	}
+	hs, err := NewInitiator(cfg, local, replaces)
 	if err != nil {
 		return err
 	}

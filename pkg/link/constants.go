@@ -27,8 +27,9 @@ const (
 	counterSize   = 4  // data counter, big-endian
 )
 
-// Initiation layout (operator → drone). W = wrapped secret (drone modulus size),
-// S = signature (operator modulus size); both implicit in RSA sizes, W also explicit.
+// Initiation layout (operator → drone): fields, wrapped secret (W bytes, the drone modulus
+// size, also given explicitly), signature (S bytes, the operator modulus size), resume tag,
+// PSK MAC.
 const (
 	initOffType      = 0
 	initOffSender    = 1
@@ -40,8 +41,11 @@ const (
 	initOffWrapLen   = initOffEphemeral + publicSize    // 77
 	initOffWrapped   = initOffWrapLen + 2               // 79
 
+	// The signature (S bytes) follows the wrapped secret, then the resume tag, then the MAC.
+	resumeSize = 32 // HMAC-SHA256 under the replaced session's resume key, or zeros
+
 	// InitiationFixedSize is the initiation's size without the wrapped secret and signature.
-	InitiationFixedSize = initOffWrapped + macSize // 111
+	InitiationFixedSize = initOffWrapped + resumeSize + macSize // 143
 )
 
 // Response layout (drone → operator).
@@ -100,8 +104,8 @@ const (
 	MinRSABytes = 256
 	MaxRSABytes = 512
 	// MinInitiationSize and MaxInitiationSize bound an initiation before anything else is looked at.
-	MinInitiationSize = InitiationFixedSize + 2*MinRSABytes // 623
-	MaxInitiationSize = InitiationFixedSize + 2*MaxRSABytes // 1135
+	MinInitiationSize = InitiationFixedSize + 2*MinRSABytes // 655
+	MaxInitiationSize = InitiationFixedSize + 2*MaxRSABytes // 1167
 )
 
 // Counter limits. The send counter never wraps: a session is rekeyed at RekeyAfterMessages
@@ -143,21 +147,32 @@ const (
 	SessionIdleTimeout = 60 * time.Second
 	// MaxCommandLifetime caps how long an operator retransmits one command.
 	MaxCommandLifetime = 30 * time.Second
-	// DedupLifetime: the drone remembers an executed command id this long, longer than any
-	// retransmission of it can arrive, so it never executes twice.
-	DedupLifetime = 2 * MaxCommandLifetime
+	// DedupLifetime: the drone remembers an executed command id this long: longer than any
+	// copy of it can still be accepted. A copy held back by an attacker stays acceptable as
+	// long as its session lives (RejectAfterTime, plus PreviousSessionGrace once replaced)
+	// and the operator may send the first copy up to MaxCommandLifetime after the command
+	// was issued; after all of that, no copy of it can authenticate any more.
+	DedupLifetime = MaxCommandLifetime + RejectAfterTime + PreviousSessionGrace + 10*time.Second
 
 	_ uint64 = uint64(RejectAfterTime - RekeyAfterTime - 1)
-	_ uint64 = uint64(DedupLifetime - MaxCommandLifetime - 1)
-	_ uint64 = uint64(SessionIdleTimeout - LinkLostAfter - 1)
+	_ uint64 = uint64(DedupLifetime - MaxCommandLifetime - RejectAfterTime - PreviousSessionGrace - 1)
+	// MaxClockSkew: an initiation timestamp further than this ahead of the drone's clock is
+	// refused (and not remembered), so a runaway clock cannot lock a key out; the check
+	// applies only once the drone's clock is plausibly set (after ClockSaneAfter).
+	MaxClockSkew        = 10 * time.Minute
+	_            uint64 = uint64(SessionIdleTimeout - LinkLostAfter - 1)
 )
+
+// ClockSaneAfter: a drone clock before this instant has not been set, and the
+// future-timestamp bound (MaxClockSkew) is not applied.
+var ClockSaneAfter = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // Capacity limits, defaults for the server config.
 const (
 	DefaultMaxSessions       = 1024
 	DefaultMaxSessionsPerKey = 8
-	DefaultDedupCapacity     = 4096 // executed command ids remembered per operator key
-	DefaultLoginWorkers      = 2    // concurrent password checks (argon2 is memory-hard)
+	DefaultDedupCapacity     = 16384 // executed command ids remembered per operator key
+	DefaultLoginWorkers      = 2     // concurrent password checks (argon2 is memory-hard)
 	DefaultLoginQueue        = 16
 	DefaultCommandQueue      = 64
 	MaxUserNameSize          = 64

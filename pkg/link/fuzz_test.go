@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"crypto/rsa"
 	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -47,9 +51,70 @@ func fuzzRealHandshake(f *testing.F) (initiation, response, errorPkt []byte) {
 	return initiation, response, errorPkt
 }
 
+// fuzzSeedFile reads one []byte seed of testdata/fuzz/<target>/<name>.
+func fuzzSeedFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 2 || lines[0] != "go test fuzz v1" || !strings.HasPrefix(lines[1], "[]byte(") || !strings.HasSuffix(lines[1], ")") {
+		t.Fatalf("%s: not a one-[]byte seed file", path)
+	}
+	v, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return []byte(v)
+}
+
+// TestFuzzInitiationSeedFiles keeps the initiation seed files in step with the layout:
+// the valid-* seeds of FuzzParseInitiation parse (the synthetic ones are exactly what
+// wireSynthInitiation builds) and the others do not; the FuzzResponderCheckInitiation
+// seeds all parse, so they reach the MAC check, except the one with another version.
+func TestFuzzInitiationSeedFiles(t *testing.T) {
+	synth := map[string][]byte{
+		"valid-synthetic-4096":  wireSynthInitiation(512, 512),
+		"valid-synthetic-mixed": wireSynthInitiation(300, 400),
+		"synthetic-4096":        wireSynthInitiation(512, 512),
+	}
+	for _, target := range []string{"FuzzParseInitiation", "FuzzResponderCheckInitiation"} {
+		paths, err := filepath.Glob(filepath.Join("testdata", "fuzz", target, "*"))
+		if err != nil || len(paths) == 0 {
+			t.Fatalf("%s: no seed files (%v)", target, err)
+		}
+		for _, path := range paths {
+			name := filepath.Base(path)
+			pkt := fuzzSeedFile(t, path)
+			wantOK := strings.HasPrefix(name, "valid-")
+			if target == "FuzzResponderCheckInitiation" {
+				wantOK = name != "wrong-version"
+			}
+			var init Initiation
+			if err := ParseInitiation(pkt, &init); (err == nil) != wantOK {
+				t.Errorf("%s/%s (%d bytes): ParseInitiation %v, want ok=%v", target, name, len(pkt), err, wantOK)
+			}
+			if want, ok := synth[name]; ok && !bytes.Equal(pkt, want) {
+				t.Errorf("%s/%s differs from wireSynthInitiation", target, name)
+			}
+		}
+	}
+}
+
 func FuzzParseInitiation(f *testing.F) {
 	real, _, _ := fuzzRealHandshake(f)
 	f.Add(real)
+	rekey, err := NewInitiator(InitiatorConfig{PSK: testPSK, OperatorKey: testOp1, DronePublic: &testDrone.PublicKey,
+		ResumeKey: wireFill(32, 0x5a)}, 0x0101, 0x0202)
+	if err != nil {
+		f.Fatal(err)
+	}
+	withTag, err := rekey.Initiation(time.Now())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(withTag)
 	f.Add(wireSynthInitiation(256, 256))
 	f.Add(wireSynthInitiation(512, 512))
 	f.Add(wireSynthInitiation(300, 400))
@@ -71,22 +136,30 @@ func FuzzParseInitiation(f *testing.F) {
 			len(init.Signature) < MinRSABytes || len(init.Signature) > MaxRSABytes {
 			t.Fatalf("wrapped %d signature %d out of range", len(init.Wrapped), len(init.Signature))
 		}
-		for name, s := range map[string][]byte{"Wrapped": init.Wrapped, "Signature": init.Signature, "Signed": init.Signed, "Raw": init.Raw} {
+		if len(init.Resume) != resumeSize {
+			t.Fatalf("resume tag of %d bytes", len(init.Resume))
+		}
+		for name, s := range map[string][]byte{"Wrapped": init.Wrapped, "Signature": init.Signature, "Resume": init.Resume, "Signed": init.Signed, "Raw": init.Raw} {
 			if !wireWithin(s, pkt) {
 				t.Fatalf("%s outside the input", name)
 			}
 		}
-		for name, s := range map[string][]byte{"Wrapped": init.Wrapped, "Signature": init.Signature, "Signed": init.Signed} {
+		for name, s := range map[string][]byte{"Wrapped": init.Wrapped, "Signature": init.Signature, "Resume": init.Resume, "Signed": init.Signed} {
 			if cap(s) != len(s) {
 				t.Fatalf("%s: cap %d != len %d", name, cap(s), len(s))
 			}
 		}
-		// Round trip: body ‖ signature ‖ MAC is the input, and the body is what is signed.
+		// The resume tag is the 32 bytes right before the MAC, right after the signature.
+		if &init.Resume[0] != &pkt[len(pkt)-macSize-resumeSize] || &init.Signature[0] != &pkt[len(init.Signed)] {
+			t.Fatalf("signature or resume tag not where the layout puts them")
+		}
+		// Round trip: body ‖ signature ‖ resume ‖ MAC is the input, and the body is what is
+		// signed.
 		body := appendInitiationBody(nil, &init)
 		if !bytes.Equal(body, init.Signed) {
 			t.Fatalf("re-encoded body differs from the signed part")
 		}
-		re := append(append(body, init.Signature...), pkt[len(pkt)-macSize:]...)
+		re := append(append(append(body, init.Signature...), init.Resume...), pkt[len(pkt)-macSize:]...)
 		if !bytes.Equal(re, pkt) {
 			t.Fatalf("round trip:\n got % x\nwant % x", re, pkt)
 		}
@@ -252,14 +325,18 @@ func FuzzParseMessage(f *testing.F) {
 // are structurally valid initiations whose MAC does not verify here.
 func FuzzResponderCheckInitiation(f *testing.F) {
 	r, auth, key := wireResponder(f)
-	mk := func(op *rsa.PrivateKey, drone *rsa.PublicKey) string {
-		h := wireInitiator(f, op, drone, 0x0101, 0)
+	mkResume := func(op *rsa.PrivateKey, drone *rsa.PublicKey, replaces uint16, resumeKey []byte) string {
+		h, err := NewInitiator(InitiatorConfig{PSK: testPSK, OperatorKey: op, DronePublic: drone, ResumeKey: resumeKey}, 0x0101, replaces)
+		if err != nil {
+			f.Fatal(err)
+		}
 		pkt, err := h.Initiation(time.Now())
 		if err != nil {
 			f.Fatal(err)
 		}
 		return string(pkt)
 	}
+	mk := func(op *rsa.PrivateKey, drone *rsa.PublicKey) string { return mkResume(op, drone, 0, nil) }
 	// Valid initiations (MAC and structure), with the outcome AcceptInitiation must have and
 	// how many lookups and unwraps it does.
 	type outcome struct {
@@ -271,6 +348,10 @@ func FuzzResponderCheckInitiation(f *testing.F) {
 	valid[mk(testOp1, &testDrone.PublicKey)] = outcome{nil, 1, 1}                   // a retry: another valid datagram
 	valid[mk(testOp2, &testDrone.PublicKey)] = outcome{ErrUnknownOperatorKey, 1, 0} // testOp2 is not authorised
 	valid[mk(testOp1, &testOther.PublicKey)] = outcome{ErrWrongDroneKey, 0, 0}      // wrapped to testOther
+	// A rekey with a nonzero resume tag: the Responder does not judge the tag (the server
+	// does, against the replaced session), but the PSK MAC covers it.
+	rekey := mkResume(testOp1, &testDrone.PublicKey, 0x0202, wireFill(32, 0x5a))
+	valid[rekey] = outcome{nil, 1, 1}
 	for pkt := range valid {
 		f.Add([]byte(pkt))
 		// Structurally valid, MAC broken.
@@ -278,6 +359,10 @@ func FuzzResponderCheckInitiation(f *testing.F) {
 		bad[len(bad)/2] ^= 0x01
 		f.Add(bad)
 	}
+	// Resume tag changed (zeroed) after the MAC was computed.
+	stripped := []byte(rekey)
+	clear(stripped[len(stripped)-macSize-resumeSize : len(stripped)-macSize])
+	f.Add(stripped)
 	f.Add(wireSynthInitiation(256, 256))
 	f.Add([]byte{})
 

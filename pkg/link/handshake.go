@@ -41,6 +41,7 @@ const (
 	labelToDrone    = "dronelink v1 operator to drone"
 	labelToOperate  = "dronelink v1 drone to operator"
 	labelTranscript = "dronelink v1 transcript"
+	labelResume     = "dronelink v1 resume"
 	secretSize      = 32
 )
 
@@ -103,14 +104,32 @@ func RetryDelay(attempt int, initial, maxDelay time.Duration) time.Duration {
 	return d + time.Duration(rand.Int64N(int64(d)/4+1))
 }
 
+// schedule is the output of the key schedule.
+type schedule struct {
+	confirm    [tagSize]byte
+	toDrone    [crypto.AEADKeySize]byte
+	toOperator [crypto.AEADKeySize]byte
+	resume     [crypto.AEADKeySize]byte
+}
+
+func (k *schedule) wipe() {
+	crypto.Wipe(k.toDrone[:])
+	crypto.Wipe(k.toOperator[:])
+	crypto.Wipe(k.resume[:])
+}
+
 // deriveKeys runs the key schedule shared by both sides:
 //
 //	th      = SHA-256(label || initiation || response prefix)
 //	prk     = HKDF-Extract(salt = th, ikm = PSK || s || X25519(e_i, e_r))
-//	confirm = HKDF-Expand(prk, "dronelink v1 confirm", 32)
 //	k_o→d   = HKDF-Expand(prk, "dronelink v1 operator to drone", 32)
 //	k_d→o   = HKDF-Expand(prk, "dronelink v1 drone to operator", 32)
-func deriveKeys(psk *crypto.PSK, secret, shared, initiation, responsePrefix []byte) (confirmTag [tagSize]byte, toDrone, toOperator [crypto.AEADKeySize]byte, err error) {
+//	resume  = HKDF-Expand(prk, "dronelink v1 resume", 32)
+//	confirm = ChaCha20-Poly1305(HKDF-Expand(prk, "dronelink v1 confirm", 32), nonce 0, "", ad = th)
+//
+// The resume key never protects traffic: a later rekey proves with it that the operator
+// holds this session's secrets, not only the operator's RSA key.
+func deriveKeys(psk *crypto.PSK, secret, shared, initiation, responsePrefix []byte) (k schedule, err error) {
 	h := sha256.New()
 	h.Write([]byte(labelTranscript))
 	h.Write(initiation)
@@ -122,31 +141,40 @@ func deriveKeys(psk *crypto.PSK, secret, shared, initiation, responsePrefix []by
 	defer crypto.Wipe(ikm)
 	prk, err := crypto.HKDFExtract(ikm, th)
 	if err != nil {
-		return confirmTag, toDrone, toOperator, err
+		return k, err
 	}
 	defer crypto.Wipe(prk)
-	for _, k := range []struct {
+	for _, out := range []struct {
 		label string
-		out   []byte
-	}{{labelToDrone, toDrone[:]}, {labelToOperate, toOperator[:]}} {
-		b, err := crypto.HKDFExpand(prk, k.label, crypto.AEADKeySize)
+		key   []byte
+	}{{labelToDrone, k.toDrone[:]}, {labelToOperate, k.toOperator[:]}, {labelResume, k.resume[:]}} {
+		b, err := crypto.HKDFExpand(prk, out.label, crypto.AEADKeySize)
 		if err != nil {
-			return confirmTag, toDrone, toOperator, err
+			k.wipe()
+			return k, err
 		}
-		copy(k.out, b)
+		copy(out.key, b)
 		crypto.Wipe(b)
 	}
 	confirmKey, err := crypto.HKDFExpand(prk, labelConfirm, crypto.AEADKeySize)
 	if err != nil {
-		return confirmTag, toDrone, toOperator, err
+		k.wipe()
+		return k, err
 	}
 	defer crypto.Wipe(confirmKey)
 	aead, err := crypto.NewAEAD(confirmKey)
 	if err != nil {
-		return confirmTag, toDrone, toOperator, err
+		k.wipe()
+		return k, err
 	}
-	copy(confirmTag[:], aead.Seal(nil, 0, nil, th))
-	return confirmTag, toDrone, toOperator, nil
+	copy(k.confirm[:], aead.Seal(nil, 0, nil, th))
+	return k, nil
+}
+
+// resumeTag proves knowledge of the replaced session's resume key: HMAC-SHA256 over the
+// signed part of the initiation.
+func resumeTag(resumeKey, signed []byte) []byte {
+	return crypto.NewMAC(resumeKey).Sum(make([]byte, 0, resumeSize), signed)
 }
 
 // InitiatorConfig is what the operator side of a handshake needs.
@@ -155,6 +183,9 @@ type InitiatorConfig struct {
 	OperatorKey *rsa.PrivateKey // signs initiations
 	DronePublic *rsa.PublicKey  // the pinned drone key: the secret is wrapped to it
 	Rand        io.Reader       // nil: crypto/rand
+	// ResumeKey is the resume key of the session this handshake replaces (with a nonzero
+	// replaces index): it proves to the drone that the login may carry over.
+	ResumeKey []byte
 }
 
 // maxAttempts is how many recent initiations an Initiator can still complete with a late
@@ -256,6 +287,11 @@ func (h *Initiator) Initiation(now time.Time) ([]byte, error) {
 		return nil, err
 	}
 	pkt = append(pkt, sig...)
+	if h.replaces != 0 && len(h.cfg.ResumeKey) != 0 {
+		pkt = append(pkt, resumeTag(h.cfg.ResumeKey, pkt[:len(pkt)-len(sig)])...)
+	} else {
+		pkt = append(pkt, make([]byte, resumeSize)...)
+	}
 	pkt = h.mac.Sum(pkt, pkt)
 	if len(h.attempts) == maxAttempts {
 		crypto.Wipe(h.attempts[0].secret)
@@ -286,18 +322,17 @@ func (h *Initiator) ConsumeResponse(pkt []byte) (keys SessionKeys, r Response, e
 		if err != nil {
 			return keys, r, ErrDecrypt
 		}
-		confirm, toDrone, toOperator, err := deriveKeys(&h.cfg.PSK, a.secret, shared, a.packet, pkt[:respOffConfirm])
+		k, err := deriveKeys(&h.cfg.PSK, a.secret, shared, a.packet, pkt[:respOffConfirm])
 		crypto.Wipe(shared)
 		if err != nil {
 			return keys, r, err
 		}
-		if subtle.ConstantTimeCompare(confirm[:], r.Confirm[:]) == 1 {
-			keys.Send, keys.Recv = toDrone, toOperator
+		if subtle.ConstantTimeCompare(k.confirm[:], r.Confirm[:]) == 1 {
+			keys.Send, keys.Recv, keys.Resume = k.toDrone, k.toOperator, k.resume
 			h.finish(StateEstablished)
 			return keys, r, nil
 		}
-		crypto.Wipe(toDrone[:])
-		crypto.Wipe(toOperator[:])
+		k.wipe()
 	}
 	return keys, r, ErrDecrypt
 }
@@ -368,6 +403,8 @@ type ResponderConfig struct {
 	// Work, if set, is told about every expensive operation just before it runs, so tests
 	// and metrics can show that forged traffic never reaches one.
 	Work func(HandshakeWork)
+	// Now is the drone's clock, for the future-timestamp bound; nil: time.Now.
+	Now func() time.Time
 }
 
 // HandshakeWork names an expensive operation of the drone's handshake.
@@ -421,6 +458,9 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 	if cfg.Rand == nil {
 		cfg.Rand = cryptoRand
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	macKey, err := PSKMACKey(&cfg.PSK)
 	if err != nil {
 		return nil, err
@@ -465,6 +505,12 @@ func (r *Responder) AcceptInitiation(out []byte, init *Initiation, local uint16,
 	if last, ok := r.last[init.OperatorKey]; ok && init.Timestamp <= last {
 		return out, nil, ErrStale
 	}
+	// A timestamp far ahead of a set clock is refused and never remembered: remembering it
+	// would lock the key out until the drone restarts. A drone whose clock was never set
+	// (no RTC, no GPS or NTP yet) cannot judge and skips the bound.
+	if now := r.cfg.Now(); now.After(ClockSaneAfter) && init.Timestamp > uint64(now.Add(MaxClockSkew).UnixNano()) {
+		return out, nil, ErrStale
+	}
 	if init.DroneKey != r.droneID || len(init.Wrapped) != r.cfg.DroneKey.Public().Size() {
 		return out, nil, ErrWrongDroneKey
 	}
@@ -501,11 +547,11 @@ func (r *Responder) AcceptInitiation(out []byte, init *Initiation, local uint16,
 	defer crypto.Wipe(shared)
 	start := len(out)
 	out = appendResponsePrefix(out, local, init.Sender, flags, eph.PublicKey().Bytes())
-	confirm, toDrone, toOperator, err := deriveKeys(&r.cfg.PSK, secret, shared, init.Raw, out[start:])
+	k, err := deriveKeys(&r.cfg.PSK, secret, shared, init.Raw, out[start:])
 	if err != nil {
 		return out[:start], nil, err
 	}
-	out = append(out, confirm[:]...)
+	out = append(out, k.confirm[:]...)
 	out = r.mac.Sum(out, out[start:])
 	return out, &Accepted{
 		OperatorKey:    init.OperatorKey,
@@ -513,7 +559,7 @@ func (r *Responder) AcceptInitiation(out []byte, init *Initiation, local uint16,
 		OperatorIndex:  init.Sender,
 		Replaces:       init.Replaces,
 		Timestamp:      init.Timestamp,
-		Keys:           SessionKeys{Send: toOperator, Recv: toDrone},
+		Keys:           SessionKeys{Send: k.toOperator, Recv: k.toDrone, Resume: k.resume},
 	}, nil
 }
 

@@ -118,6 +118,21 @@ func (a *testAuth) Login(user string, password []byte, key crypto.KeyID) (Role, 
 	return u.role, LoginOK
 }
 
+func (a *testAuth) Authorize(user string, key crypto.KeyID) (Role, LoginStatus) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	u, ok := a.users[user]
+	if !ok {
+		return RoleNone, LoginUnknownUser
+	}
+	for _, k := range u.keys {
+		if k == key {
+			return u.role, LoginOK
+		}
+	}
+	return RoleNone, LoginKeyNotAuthorised
+}
+
 // countingDroneKey counts RSA unwraps, to prove forged traffic never reaches them.
 type countingDroneKey struct {
 	DroneKey

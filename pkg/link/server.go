@@ -3,6 +3,7 @@ package link
 import (
 	"context"
 	"crypto/rsa"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -26,6 +27,11 @@ type Authenticator interface {
 	// Login checks a user's password and that key is one of the user's keys. It may be
 	// slow (argon2id): the server calls it from a small bounded worker pool.
 	Login(user string, password []byte, key crypto.KeyID) (Role, LoginStatus)
+	// Authorize is the cheap check, against the current database, that user exists and key
+	// is one of the user's keys: it returns the user's role now and LoginOK, or RoleNone and
+	// LoginUnknownUser or LoginKeyNotAuthorised. The server calls it before spending any
+	// password check and again before executing every command.
+	Authorize(user string, key crypto.KeyID) (Role, LoginStatus)
 }
 
 // Command is one command as the drone's handler sees it.
@@ -77,8 +83,8 @@ type ServerConfig struct {
 	// PSK MAC. If zero, 10 per second with a burst of 20.
 	HandshakeRate  float64
 	HandshakeBurst int
-	// LoginRate and LoginBurst limit logins per user and per source address. If zero, 1 per
-	// second with a burst of 5.
+	// LoginRate and LoginBurst limit password checks per operator key and per user. If zero,
+	// 1 per second with a burst of 5.
 	LoginRate  float64
 	LoginBurst int
 	// KeepaliveInterval: if zero, KeepaliveInterval. The link counts as lost after
@@ -181,7 +187,7 @@ type Server struct {
 	responder *Responder // reader goroutine only
 
 	handshakeLimit *ratelimit.Limiter[netip.Addr]
-	loginBySource  *ratelimit.Limiter[netip.Addr]
+	loginByKey     *ratelimit.Limiter[crypto.KeyID]
 	loginByUser    *ratelimit.Limiter[string]
 
 	mu       sync.RWMutex
@@ -189,10 +195,11 @@ type Server struct {
 	perKey   map[crypto.KeyID]int
 	dedup    map[crypto.KeyID]*dedup.Cache
 
-	logins   chan loginJob
-	commands chan commandJob
-	sendPool sync.Pool // *[]byte of MaxDatagramSize capacity
-	warn     *warnLimiter
+	logins     chan loginJob
+	commands   chan commandJob
+	sendPool   sync.Pool // *[]byte of MaxDatagramSize capacity
+	targetPool sync.Pool // *[]*serverSession, Broadcast's snapshot
+	warn       *warnLimiter
 }
 
 type loginJob struct {
@@ -216,12 +223,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	responder, err := NewResponder(ResponderConfig{PSK: cfg.PSK, DroneKey: cfg.DroneKey, Operators: cfg.Auth.LookupKey,
-		Rand: cfg.Rand, Work: cfg.Hooks.HandshakeWork})
+		Rand: cfg.Rand, Work: cfg.Hooks.HandshakeWork, Now: cfg.Now})
 	if err != nil {
 		return nil, err
 	}
 	hs, ok1 := ratelimit.New[netip.Addr](ratelimit.Config{Rate: cfg.HandshakeRate, Burst: cfg.HandshakeBurst})
-	ls, ok2 := ratelimit.New[netip.Addr](ratelimit.Config{Rate: cfg.LoginRate, Burst: cfg.LoginBurst})
+	ls, ok2 := ratelimit.New[crypto.KeyID](ratelimit.Config{Rate: cfg.LoginRate, Burst: cfg.LoginBurst})
 	lu, ok3 := ratelimit.New[string](ratelimit.Config{Rate: cfg.LoginRate, Burst: cfg.LoginBurst})
 	if !ok1 || !ok2 || !ok3 {
 		return nil, errors.New("link: invalid rate limit")
@@ -230,7 +237,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg:            cfg,
 		responder:      responder,
 		handshakeLimit: hs,
-		loginBySource:  ls,
+		loginByKey:     ls,
 		loginByUser:    lu,
 		sessions:       make(map[uint16]*serverSession),
 		perKey:         make(map[crypto.KeyID]int),
@@ -240,6 +247,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		warn:           newWarnLimiter(cfg.Logger, 10*time.Second),
 	}
 	s.sendPool.New = func() any { b := make([]byte, 0, MaxDatagramSize); return &b }
+	s.targetPool.New = func() any { t := make([]*serverSession, 0, 16); return &t }
 	return s, nil
 }
 
@@ -333,7 +341,7 @@ func (s *Server) handleInitiation(pkt []byte, from netip.AddrPort, out []byte, i
 		s.warn.Warn("handshake rate limit", "from", from)
 		return
 	}
-	local, flags, err := s.reserve(init, now)
+	local, replaced, flags, err := s.reserve(init, now)
 	if err != nil {
 		s.refuse(init, from, out, err)
 		return
@@ -352,11 +360,11 @@ func (s *Server) handleInitiation(pkt []byte, from netip.AddrPort, out []byte, i
 		return
 	}
 	sess.setPeer(from)
-	s.install(sess, acc, flags)
+	s.install(sess, acc, replaced, flags)
 	s.send(reply, from, KindResponse)
 	s.cfg.Hooks.Handshake(HandshakeOK)
 	s.cfg.Logger.Info("handshake", "key", acc.OperatorKey.String(), "from", from, "session", local,
-		"rekey", acc.Replaces != 0, "login_carried", flags&FlagLoginCarried != 0)
+		"rekey", replaced != nil, "login_carried", flags&FlagLoginCarried != 0)
 }
 
 // refuse counts a refused initiation and answers it with an error datagram if that helps
@@ -371,14 +379,17 @@ func (s *Server) refuse(init *Initiation, from netip.AddrPort, out []byte, err e
 }
 
 // reserve picks a free local index for a new session from init, enforcing the session
-// limits, and decides the response flags. The slot is held by a nil entry until install.
-func (s *Server) reserve(init *Initiation, now time.Time) (uint16, byte, error) {
+// limits, and finds the session it replaces. A rekey counts (it supersedes the old session
+// and carries the login over) only if the initiation's resume tag proves the old session's
+// secrets: holding the operator's RSA key alone is not enough to inherit a login. The slot
+// is held by a nil entry until install.
+func (s *Server) reserve(init *Initiation, now time.Time) (uint16, *serverSession, byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.sessions) >= s.cfg.MaxSessions {
 		s.expireLocked(now)
 		if len(s.sessions) >= s.cfg.MaxSessions {
-			return 0, 0, ErrSessionLimit
+			return 0, nil, 0, ErrSessionLimit
 		}
 	}
 	var local uint16
@@ -391,16 +402,19 @@ func (s *Server) reserve(init *Initiation, now time.Time) (uint16, byte, error) 
 		}
 	}
 	if local == 0 {
-		return 0, 0, ErrSessionLimit
+		return 0, nil, 0, ErrSessionLimit
 	}
 	s.sessions[local] = nil
 	var flags byte
-	if old := s.sessions[init.Replaces]; init.Replaces != 0 && old != nil && old.key == init.OperatorKey {
-		if _, role := old.login(); role != RoleNone {
-			flags |= FlagLoginCarried
-		}
+	old := s.sessions[init.Replaces]
+	if init.Replaces == 0 || old == nil || old.key != init.OperatorKey ||
+		subtle.ConstantTimeCompare(resumeTag(old.resume[:], init.Signed), init.Resume) != 1 {
+		return local, nil, 0, nil
 	}
-	return local, flags, nil
+	if _, role := old.login(); role != RoleNone {
+		flags |= FlagLoginCarried
+	}
+	return local, old, flags, nil
 }
 
 // release frees a reserved index after a failed handshake.
@@ -418,13 +432,13 @@ func (s *Server) release(local uint16) {
 // one, the least recently heard first. Sibling attempts of the same handshake are kept
 // until one of them is confirmed, because the operator may complete any of its recent
 // attempts with a late response.
-func (s *Server) install(sess *Session, acc *Accepted, flags byte) {
+func (s *Server) install(sess *Session, acc *Accepted, replaced *serverSession, flags byte) {
 	ss := &serverSession{Session: sess, key: acc.OperatorKey, linkUp: true}
 	s.mu.Lock()
-	if old := s.sessions[acc.Replaces]; acc.Replaces != 0 && old != nil && old.key == acc.OperatorKey {
-		ss.replaces = acc.Replaces
+	if replaced != nil && s.sessions[replaced.local] == replaced {
+		ss.replaces = replaced.local
 		if flags&FlagLoginCarried != 0 {
-			ss.user, ss.role = old.login()
+			ss.user, ss.role = replaced.login()
 		}
 	}
 	if s.perKey[acc.OperatorKey] >= s.cfg.MaxSessionsPerKey {
@@ -496,7 +510,7 @@ func (s *Server) handleData(pkt []byte, from netip.AddrPort, out []byte) {
 	}
 	// Authenticated from here on.
 	if ss.setPeer(from) {
-		s.cfg.Logger.Info("operator roamed", "session", ss.local, "key", ss.key.String(), "to", from)
+		s.warn.Info("operator roamed", "session", ss.local, "key", ss.key.String(), "to", from)
 	}
 	s.confirm(ss, now)
 	var m Message
@@ -574,10 +588,19 @@ func (s *Server) handleLogin(ss *serverSession, m *Message, from netip.AddrPort,
 	}
 	ss.loginMu.Unlock()
 	user := string(m.User)
-	if !s.loginBySource.Allow(from.Addr(), now) || !s.loginByUser.Allow(user, now) {
-		s.cfg.Hooks.Login(LoginRateLimited)
-		s.warn.Warn("login rate limit", "user", user, "from", from)
-		s.sendMessage(ss, AppendLoginResult(out, m.ID, LoginRateLimited, RoleNone), KindLoginResult)
+	// Cheap checks first, keyed by what an attacker cannot forge: the session's operator
+	// key. A login naming a user whose key this is not costs no password check and cannot
+	// drain that user's bucket.
+	if !s.loginByKey.Allow(ss.key, now) {
+		s.refuseLogin(ss, m.ID, user, from, LoginRateLimited, out)
+		return
+	}
+	if _, status := s.cfg.Auth.Authorize(user, ss.key); status != LoginOK {
+		s.refuseLogin(ss, m.ID, user, from, status, out)
+		return
+	}
+	if !s.loginByUser.Allow(user, now) {
+		s.refuseLogin(ss, m.ID, user, from, LoginRateLimited, out)
 		return
 	}
 	job := loginJob{sess: ss, id: m.ID, user: user, password: append([]byte(nil), m.Password...), from: from}
@@ -588,12 +611,21 @@ func (s *Server) handleLogin(ss *serverSession, m *Message, from netip.AddrPort,
 	case s.logins <- job:
 	default:
 		crypto.Wipe(job.password)
-		ss.loginMu.Lock()
-		ss.loginPending = false
-		ss.loginMu.Unlock()
-		s.cfg.Hooks.Login(LoginBusy)
-		s.sendMessage(ss, AppendLoginResult(out, m.ID, LoginBusy, RoleNone), KindLoginResult)
+		s.refuseLogin(ss, m.ID, user, from, LoginBusy, out)
 	}
+}
+
+// refuseLogin answers a login that gets no password check. The refusal becomes the
+// session's current login answer, so a password check still running for an earlier login
+// cannot log the session in afterwards, and it ends any earlier login (fail closed).
+func (s *Server) refuseLogin(ss *serverSession, id uint64, user string, from netip.AddrPort, status LoginStatus, out []byte) {
+	ss.loginMu.Lock()
+	ss.user, ss.role = "", RoleNone
+	ss.loginID, ss.loginPending, ss.loginAnswer, ss.loginStatus, ss.loginRole = id, false, false, status, RoleNone
+	ss.loginMu.Unlock()
+	s.cfg.Hooks.Login(status)
+	s.warn.Warn("login refused", "user", user, "key", ss.key.String(), "from", from, "result", status.String())
+	s.sendMessage(ss, AppendLoginResult(out, id, status, RoleNone), KindLoginResult)
 }
 
 // loginWorker checks passwords; only LoginWorkers of them run, so argon2's memory is bounded.
@@ -634,7 +666,7 @@ func (s *Server) loginWorker(ctx context.Context) {
 
 // handleCommand checks the role, de-duplicates by command id and queues new commands.
 func (s *Server) handleCommand(ss *serverSession, m *Message, from netip.AddrPort, now time.Time, out []byte) {
-	user, role := ss.login()
+	user, role := s.currentRole(ss)
 	if role != RolePilot {
 		status := AckNotPermitted
 		if role == RoleNone {
@@ -672,6 +704,20 @@ func (s *Server) handleCommand(ss *serverSession, m *Message, from netip.AddrPor
 	}
 }
 
+// currentRole is the session's login checked against the current user database, so a
+// user removed or demoted since the login (even in a race with Revoke) cannot command.
+func (s *Server) currentRole(ss *serverSession) (string, Role) {
+	user, role := ss.login()
+	if role == RoleNone {
+		return user, RoleNone
+	}
+	now, status := s.cfg.Auth.Authorize(user, ss.key)
+	if status != LoginOK {
+		return user, RoleNone
+	}
+	return user, min(role, now)
+}
+
 // dedupFor returns the command-id cache of an operator key.
 func (s *Server) dedupFor(key crypto.KeyID) *dedup.Cache {
 	s.mu.RLock()
@@ -697,7 +743,14 @@ func (s *Server) commandExecutor(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case job := <-s.commands:
-			status, payload := s.cfg.Handler(ctx, job.cmd)
+			// Queued before a revocation? Check again right before executing.
+			var status AckStatus
+			var payload []byte
+			if _, role := s.currentRole(job.sess); role != RolePilot || s.lookup(job.sess.local) != job.sess {
+				status = AckNotPermitted
+			} else {
+				status, payload = s.cfg.Handler(ctx, job.cmd)
+			}
 			if len(payload) > MaxAckPayload {
 				payload = payload[:MaxAckPayload]
 			}
@@ -711,7 +764,8 @@ func (s *Server) commandExecutor(ctx context.Context) {
 }
 
 // Broadcast sends a telemetry payload to every logged-in operator's current session and
-// returns how many it went to. Safe for concurrent use.
+// returns how many it went to. Safe for concurrent use. The session table is locked only
+// to take a snapshot; sealing and sending happen outside the lock.
 func (s *Server) Broadcast(payload []byte) (int, error) {
 	if len(payload) > MaxTelemetryPayload {
 		return 0, ErrTooLarge
@@ -719,20 +773,24 @@ func (s *Server) Broadcast(payload []byte) (int, error) {
 	bp := s.sendPool.Get().(*[]byte)
 	defer s.sendPool.Put(bp)
 	plain := AppendTelemetry((*bp)[:0], payload)
-	sent := 0
+	tp := s.targetPool.Get().(*[]*serverSession)
+	defer s.targetPool.Put(tp)
+	targets := (*tp)[:0]
 	s.mu.RLock()
-	defer s.mu.RUnlock()
 	for _, ss := range s.sessions {
-		if ss == nil || !ss.confirmed || !ss.supersededAt.IsZero() {
-			continue
-		}
-		if _, role := ss.login(); role == RoleNone {
-			continue
-		}
-		if s.sealAndSend(ss, plain, KindTelemetry) {
-			sent++
+		if ss != nil && ss.confirmed && ss.supersededAt.IsZero() {
+			targets = append(targets, ss)
 		}
 	}
+	s.mu.RUnlock()
+	sent := 0
+	for i, ss := range targets {
+		if _, role := ss.login(); role != RoleNone && s.sealAndSend(ss, plain, KindTelemetry) {
+			sent++
+		}
+		targets[i] = nil
+	}
+	*tp = targets[:0]
 	return sent, nil
 }
 
@@ -797,7 +855,7 @@ func (s *Server) timerLoop(ctx context.Context) {
 			s.sendMessage(ss, keepalive, KindKeepalive)
 		}
 		s.handshakeLimit.Sweep(now)
-		s.loginBySource.Sweep(now)
+		s.loginByKey.Sweep(now)
 		s.loginByUser.Sweep(now)
 		s.mu.RLock()
 		for _, c := range s.dedup {

@@ -13,14 +13,16 @@ import (
 // SessionKeys are the two directional ChaCha20-Poly1305 keys of a session, as the local
 // endpoint sees them.
 type SessionKeys struct {
-	Send [crypto.AEADKeySize]byte
-	Recv [crypto.AEADKeySize]byte
+	Send   [crypto.AEADKeySize]byte
+	Recv   [crypto.AEADKeySize]byte
+	Resume [crypto.AEADKeySize]byte // proves this session's secrets in the rekey that replaces it
 }
 
-// wipe zeroes both keys.
+// wipe zeroes the keys.
 func (k *SessionKeys) wipe() {
 	crypto.Wipe(k.Send[:])
 	crypto.Wipe(k.Recv[:])
+	crypto.Wipe(k.Resume[:])
 }
 
 // Session is one established session: keys, counters and the replay window, nothing else.
@@ -29,6 +31,7 @@ type Session struct {
 	local   uint16 // our index: the receiver index of datagrams sent to us
 	remote  uint16 // the peer's index: the receiver index of datagrams we send
 	created time.Time
+	resume  [crypto.AEADKeySize]byte
 
 	sendMu      sync.Mutex
 	sendAEAD    *crypto.AEAD
@@ -55,7 +58,7 @@ func NewSession(keys *SessionKeys, local, remote uint16, window int, now time.Ti
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{local: local, remote: remote, created: now, sendAEAD: send, recvAEAD: recv}
+	s := &Session{local: local, remote: remote, created: now, sendAEAD: send, recvAEAD: recv, resume: keys.Resume}
 	if window != 0 && !s.filter.Init(window) {
 		return nil, ErrMalformed
 	}
@@ -169,11 +172,15 @@ func (s *Session) Peer() netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// setPeer records the peer's address; it reports whether it changed (roaming).
+// setPeer records the peer's address; it reports whether it changed (roaming). The
+// unchanged case, every datagram, allocates nothing.
 func (s *Session) setPeer(addr netip.AddrPort) bool {
 	if p := s.peer.Load(); p != nil && *p == addr {
 		return false
 	}
-	s.peer.Store(&addr)
+	s.storePeer(addr)
 	return true
 }
+
+//go:noinline
+func (s *Session) storePeer(addr netip.AddrPort) { s.peer.Store(&addr) }

@@ -1,6 +1,7 @@
 package link
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 	"time"
@@ -20,8 +21,13 @@ func newWarnLimiter(logger *slog.Logger, interval time.Duration) *warnLimiter {
 	return &warnLimiter{logger: logger, interval: interval, last: map[string]time.Time{}, dropped: map[string]int{}}
 }
 
-// Warn logs msg with args unless msg was logged less than interval ago.
-func (w *warnLimiter) Warn(msg string, args ...any) {
+// Warn logs msg with args at Warn level unless msg was logged less than interval ago.
+func (w *warnLimiter) Warn(msg string, args ...any) { w.log(slog.LevelWarn, msg, args) }
+
+// Info is Warn at Info level, for events an attacker can trigger at will (roaming).
+func (w *warnLimiter) Info(msg string, args ...any) { w.log(slog.LevelInfo, msg, args) }
+
+func (w *warnLimiter) log(level slog.Level, msg string, args []any) {
 	now := time.Now()
 	w.mu.Lock()
 	if now.Sub(w.last[msg]) < w.interval {
@@ -35,5 +41,5 @@ func (w *warnLimiter) Warn(msg string, args ...any) {
 	if suppressed > 0 {
 		args = append(args, "suppressed", suppressed)
 	}
-	w.logger.Warn(msg, args...)
+	w.logger.Log(context.Background(), level, msg, args...)
 }

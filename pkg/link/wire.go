@@ -29,6 +29,7 @@ type Initiation struct {
 	Ephemeral   [publicSize]byte
 	Wrapped     []byte // RSA-OAEP(drone key, 32-byte secret)
 	Signature   []byte // RSA-PSS(operator key, Signed)
+	Resume      []byte // HMAC(resume key of the Replaces session, Signed), or zeros
 	Signed      []byte // the bytes the signature covers: everything before it
 	Raw         []byte // the whole datagram, MAC included
 }
@@ -57,6 +58,8 @@ func ParseInitiation(pkt []byte, init *Initiation) error {
 	copy(init.Ephemeral[:], pkt[initOffEphemeral:initOffWrapLen])
 	init.Wrapped = pkt[initOffWrapped:sigOff:sigOff]
 	init.Signature = pkt[sigOff : sigOff+sigLen : sigOff+sigLen]
+	resumeOff := sigOff + sigLen
+	init.Resume = pkt[resumeOff : resumeOff+resumeSize : resumeOff+resumeSize]
 	init.Signed = pkt[:sigOff:sigOff]
 	init.Raw = pkt
 	return nil

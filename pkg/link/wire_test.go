@@ -33,7 +33,8 @@ func wireWithin(sub, whole []byte) bool {
 func wireFill(n int, b byte) []byte { return bytes.Repeat([]byte{b}, n) }
 
 // wireSynthInitiation builds a structurally valid initiation (fake crypto) whose
-// wrapped-secret length field says wrapLen, with sigLen signature bytes and a 32-byte MAC.
+// wrapped-secret length field says wrapLen, with sigLen signature bytes (0xbb), a 32-byte
+// resume tag (0xdd) and a 32-byte MAC (0xcc).
 func wireSynthInitiation(wrapLen, sigLen int) []byte {
 	init := Initiation{Sender: 0x0102, Replaces: 0x0304, Timestamp: 0x05060708090a0b0c}
 	for i := range init.OperatorKey {
@@ -48,6 +49,7 @@ func wireSynthInitiation(wrapLen, sigLen int) []byte {
 	init.Wrapped = wireFill(wrapLen, 0xaa)
 	pkt := appendInitiationBody(nil, &init)
 	pkt = append(pkt, wireFill(sigLen, 0xbb)...)
+	pkt = append(pkt, wireFill(resumeSize, 0xdd)...)
 	return append(pkt, wireFill(macSize, 0xcc)...)
 }
 
@@ -145,7 +147,8 @@ func TestWireLayoutConstants(t *testing.T) {
 		{"initOffEphemeral", initOffEphemeral, 45},
 		{"initOffWrapLen", initOffWrapLen, 77},
 		{"initOffWrapped", initOffWrapped, 79},
-		{"InitiationFixedSize", InitiationFixedSize, 111},
+		{"resumeSize", resumeSize, 32},
+		{"InitiationFixedSize", InitiationFixedSize, 143},
 
 		{"respOffType", respOffType, 0},
 		{"respOffSender", respOffSender, 1},
@@ -174,8 +177,8 @@ func TestWireLayoutConstants(t *testing.T) {
 		{"MaxPlaintextSize", MaxPlaintextSize, 1177},
 		{"MinRSABytes", MinRSABytes, 256},
 		{"MaxRSABytes", MaxRSABytes, 512},
-		{"MinInitiationSize", MinInitiationSize, 623},
-		{"MaxInitiationSize", MaxInitiationSize, 1135},
+		{"MinInitiationSize", MinInitiationSize, 655},
+		{"MaxInitiationSize", MaxInitiationSize, 1167},
 		{"macSize", macSize, crypto.MACSize},
 		{"tagSize", tagSize, crypto.AEADTagSize},
 		{"keyIDSize", keyIDSize, len(crypto.KeyID{})},
@@ -284,8 +287,8 @@ func TestWireLayoutInitiationSizes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pkt) != 1135 || len(pkt) > 1200 {
-		t.Fatalf("4096/4096 initiation is %d bytes, want 1135", len(pkt))
+	if len(pkt) != 1167 || len(pkt) > 1200 {
+		t.Fatalf("4096/4096 initiation is %d bytes, want 1167", len(pkt))
 	}
 }
 
@@ -334,8 +337,12 @@ func TestWireInitiationBytes(t *testing.T) {
 	if err := crypto.VerifyPSS(&testOp1.PublicKey, pkt[:335], pkt[335:591]); err != nil {
 		t.Errorf("signature at 335..591 over 0..335: %v", err)
 	}
-	if want := wireMAC(t).Sum(nil, pkt[:591]); !bytes.Equal(pkt[591:], want) {
-		t.Errorf("MAC at 591..623 does not verify")
+	// No resume key was given, so the resume tag is 32 zero bytes (also with replaces != 0).
+	if !bytes.Equal(pkt[591:623], make([]byte, 32)) {
+		t.Errorf("resume tag at 591..623 is % x, want zeros", pkt[591:623])
+	}
+	if want := wireMAC(t).Sum(nil, pkt[:623]); !bytes.Equal(pkt[623:], want) {
+		t.Errorf("MAC at 623..655 over 0..623 does not verify")
 	}
 
 	var init Initiation
@@ -345,8 +352,13 @@ func TestWireInitiationBytes(t *testing.T) {
 	if init.Sender != 0x1234 || init.Replaces != 0xbeef || init.Timestamp != ts || init.OperatorKey != opID ||
 		init.DroneKey != droneID || !bytes.Equal(init.Ephemeral[:], pkt[45:77]) ||
 		!bytes.Equal(init.Wrapped, pkt[79:335]) || !bytes.Equal(init.Signature, pkt[335:591]) ||
-		!bytes.Equal(init.Signed, pkt[:335]) || !bytes.Equal(init.Raw, pkt) {
+		!bytes.Equal(init.Resume, pkt[591:623]) || !bytes.Equal(init.Signed, pkt[:335]) || !bytes.Equal(init.Raw, pkt) {
 		t.Errorf("parsed initiation does not match the bytes: %+v", init)
+	}
+	for name, s := range map[string][]byte{"Wrapped": init.Wrapped, "Signature": init.Signature, "Resume": init.Resume, "Signed": init.Signed} {
+		if !wireWithin(s, pkt) {
+			t.Errorf("%s does not alias the datagram", name)
+		}
 	}
 	if body := appendInitiationBody(nil, &init); !bytes.Equal(body, init.Signed) {
 		t.Errorf("appendInitiationBody(parsed) != signed part")
@@ -381,6 +393,7 @@ func TestWireInitiationBodyBytes(t *testing.T) {
 	want = append(want, 0x01, 0x00)
 	want = append(want, wireFill(256, 0xaa)...)
 	want = append(want, wireFill(256, 0xbb)...)
+	want = append(want, wireFill(32, 0xdd)...)
 	want = append(want, wireFill(32, 0xcc)...)
 	if !bytes.Equal(pkt, want) {
 		t.Fatalf("initiation layout:\n got % x\nwant % x", pkt, want)
@@ -395,8 +408,14 @@ func TestWireInitiationBodyBytes(t *testing.T) {
 	if init.OperatorKey[0] != 0x10 || init.DroneKey[15] != 0x2f || init.Ephemeral[31] != 0x5f {
 		t.Errorf("key fields misplaced")
 	}
+	// Wrapped 79..335, signature 335..591, resume 591..623, MAC 623..655.
+	if !bytes.Equal(init.Wrapped, pkt[79:335]) || !bytes.Equal(init.Signature, pkt[335:591]) ||
+		!bytes.Equal(init.Resume, pkt[591:623]) || !bytes.Equal(init.Signed, pkt[:335]) ||
+		!bytes.Equal(init.Resume, wireFill(32, 0xdd)) || !bytes.Equal(pkt[623:], wireFill(32, 0xcc)) {
+		t.Errorf("variable fields misplaced")
+	}
 	// The aliased slices are capped so that appending to one cannot overwrite the next.
-	for name, s := range map[string][]byte{"Wrapped": init.Wrapped, "Signature": init.Signature, "Signed": init.Signed} {
+	for name, s := range map[string][]byte{"Wrapped": init.Wrapped, "Signature": init.Signature, "Resume": init.Resume, "Signed": init.Signed} {
 		if cap(s) != len(s) {
 			t.Errorf("%s: cap %d != len %d", name, cap(s), len(s))
 		}
@@ -763,7 +782,8 @@ func TestParseInitiationMalformed(t *testing.T) {
 		{"wrap 512 signature 513", wireSynthInitiation(512, 513)},
 		{"wrap 513 signature 512", wireSynthInitiation(513, 512)},
 		{"wrap 0 signature 512", wireSynthInitiation(0, 512)},
-		{"oversize 1136", wireResize(wireSynthInitiation(512, 512), MaxInitiationSize+1)},
+		{"oversize 1168", wireResize(wireSynthInitiation(512, 512), MaxInitiationSize+1)},
+		{"previous layout 2048/2048 (623 bytes, no resume tag)", valid[:623]},
 		{"datagram max", wireResize(valid, MaxDatagramSize)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -787,6 +807,8 @@ func TestParseInitiationMalformed(t *testing.T) {
 				t.Errorf("wrap %d, len %d: %v", wrap, n, err)
 			} else if err == nil && (len(init.Wrapped) != wrap || len(init.Signature) != sig) {
 				t.Errorf("wrap %d, len %d: parsed %d/%d", wrap, n, len(init.Wrapped), len(init.Signature))
+			} else if err == nil && (len(init.Resume) != resumeSize || &init.Resume[0] != &pkt[n-resumeSize-macSize]) {
+				t.Errorf("wrap %d, len %d: resume tag not the 32 bytes before the MAC", wrap, n)
 			}
 		}
 	}

@@ -384,18 +384,58 @@ func (db *DB) KeyAuthorisedFor(user string, key crypto.KeyID) bool {
 	return ok && o.user.name == user
 }
 
-// Login checks a login: the user exists, the password matches, and key (the
-// key the session was opened with) is one of the user's keys. It implements
-// link.Authenticator and takes one argon2id computation in every case that
-// reaches the password check, including unknown users (a dummy hash with
-// DefaultParams), so that timing does not reveal which names exist. The
-// password check comes before the key check, so that the key answer is only
-// given to someone who knows the password.
+// Authorize is the cheap check, without the password: the user exists and key is one of
+// the user's keys. It returns the user's current role with LoginOK, or RoleNone with
+// LoginUnknownUser or LoginKeyNotAuthorised. It implements link.Authenticator; the drone
+// calls it before spending a password check and before executing every command.
+func (db *DB) Authorize(user string, key crypto.KeyID) (link.Role, link.LoginStatus) {
+	u, ok := db.byName[user]
+	if !ok {
+		return link.RoleNone, link.LoginUnknownUser
+	}
+	if !slices.ContainsFunc(u.keys, func(k keyRec) bool { return k.id == key }) {
+		return link.RoleNone, link.LoginKeyNotAuthorised
+	}
+	return u.role, link.LoginOK
+}
+
+// Login checks a login: the user exists, key (the key the session was opened with) is one
+// of the user's keys, and the password matches. It implements link.Authenticator. The key
+// check comes first and costs no argon2id, so the holder of one user's key cannot use
+// logins as an oracle for another user's password; an unknown user still costs one dummy
+// argon2id computation with DefaultParams.
 //
-// Outcomes: LoginUnknownUser, LoginWrongPassword, LoginKeyNotAuthorised,
-// LoginInternal (the stored hash could not be used, which Parse prevents),
-// or the user's role with LoginOK.
+// Outcomes: LoginUnknownUser, LoginKeyNotAuthorised, LoginWrongPassword, LoginInternal
+// (the stored hash could not be used, which Parse prevents), or the user's role with
+// LoginOK.
 func (db *DB) Login(user string, password []byte, key crypto.KeyID) (link.Role, link.LoginStatus) {
+	u, ok := db.byName[user]
+	if !ok {
+		burnDummy(password)
+		return link.RoleNone, link.LoginUnknownUser
+	}
+	if !slices.ContainsFunc(u.keys, func(k keyRec) bool { return k.id == key }) {
+		return link.RoleNone, link.LoginKeyNotAuthorised
+	}
+	match, err := VerifyPassword(u.hash, password)
+	switch {
+	case err != nil:
+		return link.RoleNone, link.LoginInternal
+	case !match:
+		return link.RoleNone, link.LoginWrongPassword
+	}
+	return u.role, link.LoginOK
+}
+
+// CheckPassword checks a password login without a key: the user exists and the password
+// matches. It is the password check of the DTLS-PSK transport (pkg/dtlslink), where the
+// fleet PSK authenticates the peer and there is no operator key. Like Login it takes one
+// argon2id computation in every case, including unknown users (a dummy hash with
+// DefaultParams), so that timing does not reveal which names exist.
+//
+// Outcomes: LoginUnknownUser, LoginWrongPassword, LoginInternal (the stored hash could
+// not be used, which Parse prevents), or the user's role with LoginOK.
+func (db *DB) CheckPassword(user string, password []byte) (link.Role, link.LoginStatus) {
 	u, ok := db.byName[user]
 	if !ok {
 		burnDummy(password)
@@ -407,8 +447,6 @@ func (db *DB) Login(user string, password []byte, key crypto.KeyID) (link.Role, 
 		return link.RoleNone, link.LoginInternal
 	case !match:
 		return link.RoleNone, link.LoginWrongPassword
-	case !slices.ContainsFunc(u.keys, func(k keyRec) bool { return k.id == key }):
-		return link.RoleNone, link.LoginKeyNotAuthorised
 	}
 	return u.role, link.LoginOK
 }

@@ -50,7 +50,7 @@ func TestLogin(t *testing.T) {
 		{"other user's key, password right", "alice", alicePW, id(keys[1]), link.RoleNone, link.LoginKeyNotAuthorised},
 		{"unbound key, password right", "alice", alicePW, id(keys[3]), link.RoleNone, link.LoginKeyNotAuthorised},
 		{"zero key id, password right", "bob", bobPW, crypto.KeyID{}, link.RoleNone, link.LoginKeyNotAuthorised},
-		{"other user's key, password wrong", "alice", "nope", id(keys[1]), link.RoleNone, link.LoginWrongPassword},
+		{"other user's key, password wrong", "alice", "nope", id(keys[1]), link.RoleNone, link.LoginKeyNotAuthorised},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -90,6 +90,60 @@ func TestLoginInternal(t *testing.T) {
 	}
 	if role, st := db.Login("x", []byte("pw"), k.id); role != link.RoleNone || st != link.LoginInternal {
 		t.Errorf("Login with unusable hash = %v, %v; want none, error", role, st)
+	}
+}
+
+// CheckPassword is Login without the key: the DTLS-PSK transport's password check.
+func TestCheckPassword(t *testing.T) {
+	db := testDB(t)
+	for _, c := range []struct {
+		name       string
+		user, pw   string
+		wantRole   link.Role
+		wantStatus link.LoginStatus
+	}{
+		{"ok pilot", "alice", alicePW, link.RolePilot, link.LoginOK},
+		{"ok observer", "bob", bobPW, link.RoleObserver, link.LoginOK},
+		{"unknown user", "carol", alicePW, link.RoleNone, link.LoginUnknownUser},
+		{"empty user", "", "", link.RoleNone, link.LoginUnknownUser},
+		{"user name case matters", "Alice", alicePW, link.RoleNone, link.LoginUnknownUser},
+		{"wrong password", "alice", bobPW, link.RoleNone, link.LoginWrongPassword},
+		{"empty password", "alice", "", link.RoleNone, link.LoginWrongPassword},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			role, status := db.CheckPassword(c.user, []byte(c.pw))
+			if role != c.wantRole || status != c.wantStatus {
+				t.Errorf("CheckPassword(%q) = %v, %v; want %v, %v", c.user, role, status, c.wantRole, c.wantStatus)
+			}
+		})
+	}
+}
+
+// Like Login, CheckPassword spends one default argon2id hash on an unknown user.
+func TestCheckPasswordUnknownUserSpendsHash(t *testing.T) {
+	db := testDB(t)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, st := db.CheckPassword("mallory", []byte("guess")); st != link.LoginUnknownUser {
+		t.Fatalf("status %v", st)
+	}
+	runtime.ReadMemStats(&after)
+	if got, want := after.TotalAlloc-before.TotalAlloc, uint64(DefaultParams.MemoryKiB)*1024; got < want {
+		t.Errorf("unknown-user check allocated %d bytes; want at least %d (one default argon2id hash)", got, want)
+	}
+}
+
+func TestCheckPasswordInternal(t *testing.T) {
+	k, err := newKeyRec(testKeys(t)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := build([]*record{{name: "x", role: link.RolePilot, hash: "$argon2id$v=19$m=1,t=1,p=1$AAAA$AAAA", keys: []keyRec{k}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if role, st := db.CheckPassword("x", []byte("pw")); role != link.RoleNone || st != link.LoginInternal {
+		t.Errorf("CheckPassword with unusable hash = %v, %v; want none, error", role, st)
 	}
 }
 
@@ -462,4 +516,28 @@ func TestConcurrentUse(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// Authorize answers from the database alone: no password, no argon2.
+func TestAuthorize(t *testing.T) {
+	keys := testKeys(t)
+	db := testDB(t)
+	id := crypto.KeyIDOf
+	cases := []struct {
+		user   string
+		key    crypto.KeyID
+		role   link.Role
+		status link.LoginStatus
+	}{
+		{"alice", id(keys[0]), link.RolePilot, link.LoginOK},
+		{"bob", id(keys[2]), link.RoleObserver, link.LoginOK},
+		{"alice", id(keys[1]), link.RoleNone, link.LoginKeyNotAuthorised},
+		{"carol", id(keys[0]), link.RoleNone, link.LoginUnknownUser},
+	}
+	for _, c := range cases {
+		role, status := db.Authorize(c.user, c.key)
+		if role != c.role || status != c.status {
+			t.Errorf("Authorize(%s) = %v %v, want %v %v", c.user, role, status, c.role, c.status)
+		}
+	}
 }
