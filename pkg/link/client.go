@@ -73,7 +73,8 @@ type ClientConfig struct {
 	// OnTelemetry receives each telemetry payload, on the reader goroutine; the slice is
 	// valid only during the call. If nil, telemetry is dropped.
 	OnTelemetry func(payload []byte)
-	// OnEvent receives progress events, on internal goroutines; it must not block.
+	// OnEvent receives progress events, on internal goroutines, while the client's lock is
+	// held: it must not block and must not call the Client's methods.
 	OnEvent func(Event)
 }
 
