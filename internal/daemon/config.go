@@ -19,6 +19,7 @@ const DefaultListen = "0.0.0.0:5000"
 
 // Config is everything the daemon is told, from flags and the TOML config file.
 type Config struct {
+	Transport      string
 	Listen         string
 	KeyPath        string
 	PSKPath        string
@@ -37,8 +38,9 @@ type Config struct {
 
 // bindFlags declares every flag on fs, writing into c.
 func (c *Config) bindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Transport, "transport", TransportNative, "link protocol `native|dtls`: native is the dronelink protocol, dtls is DTLS 1.2 with the fleet PSK (for OpenSSL or mbedTLS peers; needs no --key)")
 	fs.StringVar(&c.Listen, "listen", DefaultListen, "UDP `HOST:PORT` to serve operators on")
-	fs.StringVar(&c.KeyPath, "key", "", "drone private key `PATH` (PEM, PKCS#8, mode 0600)")
+	fs.StringVar(&c.KeyPath, "key", "", "drone private key `PATH` (PEM, PKCS#8, mode 0600; not used with --transport dtls)")
 	fs.StringVar(&c.PSKPath, "psk", "", "fleet pre-shared key `PATH` (64 hex digits, mode 0600)")
 	fs.StringVar(&c.UsersPath, "users", "", "user database `PATH` (reloaded on SIGHUP and when it changes)")
 	fs.StringVar(&c.Forward, "forward", "", "hand each executed command's payload as one UDP datagram to `HOST:PORT`")
@@ -102,9 +104,23 @@ func unwrapPathError(err error) error {
 	return err
 }
 
+// Transports.
+const (
+	TransportNative = "native" // the dronelink protocol (pkg/link)
+	TransportDTLS   = "dtls"   // DTLS 1.2 PSK (pkg/dtlslink)
+)
+
 // validate checks the values that need no file access.
 func (c *Config) validate() error {
-	for _, r := range []struct{ name, value string }{{"--key", c.KeyPath}, {"--psk", c.PSKPath}, {"--users", c.UsersPath}} {
+	if c.Transport != TransportNative && c.Transport != TransportDTLS {
+		return fmt.Errorf("--transport %q: want native or dtls", c.Transport)
+	}
+	required := []struct{ name, value string }{{"--psk", c.PSKPath}, {"--users", c.UsersPath}}
+	if c.Transport == TransportNative {
+		// DTLS-PSK has no drone key: the fleet PSK alone authenticates the drone.
+		required = append([]struct{ name, value string }{{"--key", c.KeyPath}}, required...)
+	}
+	for _, r := range required {
 		if r.value == "" {
 			return fmt.Errorf("missing %s", r.name)
 		}

@@ -46,7 +46,7 @@ reload-interval = "2s"
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Config{Listen: "127.0.0.1:7000", KeyPath: "/etc/dronelink/drone.key", PSKPath: "/etc/dronelink/fleet.psk",
+	want := Config{Transport: "native", Listen: "127.0.0.1:7000", KeyPath: "/etc/dronelink/drone.key", PSKPath: "/etc/dronelink/fleet.psk",
 		UsersPath: "/var/lib/dronelink/users", TelemetryIn: "127.0.0.1:14550", LogFormat: "json", LogLevel: "info",
 		ReplayWindow: 4096, ReloadInterval: 2 * time.Second}
 	if *c != want {
@@ -75,6 +75,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad log format", append(base, "--log-format", "xml"), "", "--log-format"},
 		{"bad level", append(base, "--log-level", "loud"), "", "--log-level"},
 		{"huge window", append(base, "--replay-window", "100000"), "", "--replay-window"},
+		{"bad transport", append(base, "--transport", "quic"), "", `--transport "quic": want native or dtls`},
+		{"dtls still needs the PSK", []string{"--transport", "dtls", "--users", "u"}, "", "missing --psk"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,6 +91,28 @@ func TestConfigErrors(t *testing.T) {
 				t.Errorf("error is not one line: %q", err)
 			}
 		})
+	}
+}
+
+// DTLS-PSK mode has no drone key: --key is optional there, and the transport can come
+// from the config file like every flag.
+func TestConfigDTLS(t *testing.T) {
+	c, err := parse(t, []string{"--psk", "p", "--users", "u"}, `transport = "dtls"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Transport != TransportDTLS {
+		t.Fatalf("transport %q", c.Transport)
+	}
+	if err := c.validate(); err != nil {
+		t.Fatalf("dtls without --key: %v", err)
+	}
+	c, err = parse(t, []string{"--psk", "p", "--users", "u"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "missing --key") {
+		t.Fatalf("native without --key: %v", err)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sync"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/dronelink/dronelink/internal/buildinfo"
 	"github.com/dronelink/dronelink/pkg/crypto"
+	"github.com/dronelink/dronelink/pkg/dtlslink"
 	"github.com/dronelink/dronelink/pkg/link"
 	"github.com/dronelink/dronelink/pkg/userdb"
 )
@@ -51,6 +53,11 @@ them (fleet PSK, operator RSA key, user password), executes each command at most
 prints it to standard output ("USER: MESSAGE"), acknowledges it, and streams telemetry to
 logged-in operators. Every flag can also be set in the TOML file given by --config (keys are
 the flag names); flags on the command line win.
+
+With --transport dtls it speaks standard DTLS 1.2 with a pre-shared key instead (for ground
+stations built on OpenSSL or mbedTLS): PSK = the fleet PSK, PSK identity = the user name,
+then the same password login, commands and telemetry. There is no drone key (--key is not
+needed) and no operator key: the fleet PSK alone authenticates the peer.
 
 Signals: SIGINT/SIGTERM shut down gracefully, SIGHUP reloads the user database (it is also
 reloaded when the file changes). Exit codes: 0 clean shutdown, 1 configuration or runtime
@@ -104,9 +111,24 @@ type daemon struct {
 	out    io.Writer
 	outMu  sync.Mutex
 	users  atomic.Pointer[userdb.DB]
-	server *link.Server
+	server linkServer
 	fwd    *net.UDPConn // nil without --forward
 }
+
+// linkServer is what the daemon needs of a transport's server: *link.Server (native) and
+// *dtlslink.Server (DTLS-PSK) both provide it.
+type linkServer interface {
+	Run(ctx context.Context) error
+	Broadcast(payload []byte) (int, error)
+	Revoke(revoked func(link.SessionInfo) bool) int
+	LocalAddr() netip.AddrPort
+}
+
+var (
+	_ linkServer               = (*link.Server)(nil)
+	_ linkServer               = (*dtlslink.Server)(nil)
+	_ dtlslink.PasswordChecker = (*userdb.DB)(nil)
+)
 
 // run loads everything, opens the sockets and serves until ctx ends or a signal arrives.
 func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
@@ -117,10 +139,16 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		handler = slog.NewJSONHandler(stderr, opts)
 	}
 	d := &daemon{cfg: cfg, log: slog.New(handler), out: stdout}
+	dtlsMode := cfg.Transport == TransportDTLS
 
-	key, err := crypto.LoadPrivateKey(cfg.KeyPath)
-	if err != nil {
-		return err
+	var key *rsa.PrivateKey
+	var err error
+	files := []string{cfg.PSKPath, cfg.UsersPath}
+	if !dtlsMode {
+		if key, err = crypto.LoadPrivateKey(cfg.KeyPath); err != nil {
+			return err
+		}
+		files = append(files, cfg.KeyPath)
 	}
 	psk, err := crypto.LoadPSK(cfg.PSKPath)
 	if err != nil {
@@ -131,17 +159,21 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		return fmt.Errorf("user database: %w", err)
 	}
 	d.users.Store(db)
-	for _, p := range []string{cfg.KeyPath, cfg.PSKPath, cfg.UsersPath} {
+	for _, p := range files {
 		if err := crypto.InsecurePermissions(p); err != nil {
 			d.log.Warn("insecure file permissions", "problem", err.Error())
 		}
 	}
 	if cfg.CheckConfig {
-		fmt.Fprintf(stdout, "configuration ok: drone key %s, %d users\n", crypto.Fingerprint(&key.PublicKey), db.Len())
+		if dtlsMode {
+			fmt.Fprintf(stdout, "configuration ok: transport dtls, %d users\n", db.Len())
+		} else {
+			fmt.Fprintf(stdout, "configuration ok: drone key %s, %d users\n", crypto.Fingerprint(&key.PublicKey), db.Len())
+		}
 		return nil
 	}
 
-	conn, err := link.ListenUDP(cfg.Listen)
+	conn, err := listenUDP(cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s: %w", cfg.Listen, unwrapSyscall(err))
 	}
@@ -172,7 +204,7 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	var hooks link.Hooks
 	var metricsSrv *metricsServer
 	if cfg.Metrics != "" {
-		metricsSrv, err = startMetrics(cfg.Metrics, d.log)
+		metricsSrv, err = startMetrics(cfg.Metrics, cfg.Transport, d.log)
 		if err != nil {
 			conn.Close()
 			return err
@@ -180,17 +212,30 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		hooks = metricsSrv.hooks
 	}
 
-	server, err := link.NewServer(link.ServerConfig{
-		Conn:         conn,
-		PSK:          psk,
-		DroneKey:     link.NewDroneKey(key),
-		Auth:         authenticator{&d.users},
-		Handler:      d.execute,
-		Logger:       d.log,
-		Hooks:        hooks,
-		ReplayWindow: cfg.ReplayWindow,
-		MaxSessions:  cfg.MaxSessions,
-	})
+	if dtlsMode {
+		d.server, err = dtlslink.NewServer(dtlslink.ServerConfig{
+			Conn:         conn,
+			PSK:          psk,
+			Passwords:    passwordChecker{&d.users},
+			Handler:      d.execute,
+			Logger:       d.log,
+			Hooks:        hooks,
+			ReplayWindow: cfg.ReplayWindow,
+			MaxSessions:  cfg.MaxSessions,
+		})
+	} else {
+		d.server, err = link.NewServer(link.ServerConfig{
+			Conn:         link.NewUDPConn(conn),
+			PSK:          psk,
+			DroneKey:     link.NewDroneKey(key),
+			Auth:         authenticator{&d.users},
+			Handler:      d.execute,
+			Logger:       d.log,
+			Hooks:        hooks,
+			ReplayWindow: cfg.ReplayWindow,
+			MaxSessions:  cfg.MaxSessions,
+		})
+	}
 	if err != nil {
 		conn.Close()
 		if metricsSrv != nil {
@@ -198,7 +243,6 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	d.server = server
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -214,9 +258,13 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		wg.Go(func() { metricsSrv.serve(ctx, d.log) })
 	}
 
-	d.log.Info("dronelinkd started", "version", buildinfo.Version(), "listen", conn.LocalAddr().String(),
-		"drone_key", crypto.Fingerprint(&key.PublicKey), "users", db.Len(), "telemetry_in", cfg.TelemetryIn, "forward", cfg.Forward, "metrics", metricsAddr(metricsSrv))
-	err = server.Run(ctx)
+	started := []any{"version", buildinfo.Version(), "transport", cfg.Transport, "listen", d.server.LocalAddr().String()}
+	if key != nil {
+		started = append(started, "drone_key", crypto.Fingerprint(&key.PublicKey))
+	}
+	started = append(started, "users", db.Len(), "telemetry_in", cfg.TelemetryIn, "forward", cfg.Forward, "metrics", metricsAddr(metricsSrv))
+	d.log.Info("dronelinkd started", started...)
+	err = d.server.Run(ctx)
 	cancel()
 	if telemetryConn != nil {
 		telemetryConn.Close()
@@ -226,6 +274,15 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	}
 	d.log.Info("dronelinkd stopped")
 	return nil
+}
+
+// listenUDP opens the operators' socket.
+func listenUDP(address string) (*net.UDPConn, error) {
+	addr, err := net.ResolveUDPAddr("udp", address)
+	if err != nil {
+		return nil, err
+	}
+	return net.ListenUDP("udp", addr)
 }
 
 // metricsAddr is where metrics are served, or "" when they are not.
@@ -253,6 +310,14 @@ func (a authenticator) Authorize(user string, key crypto.KeyID) (link.Role, link
 // Login implements link.Authenticator.
 func (a authenticator) Login(user string, password []byte, key crypto.KeyID) (link.Role, link.LoginStatus) {
 	return a.db.Load().Login(user, password, key)
+}
+
+// passwordChecker reads the current user database for every login of the DTLS transport.
+type passwordChecker struct{ db *atomic.Pointer[userdb.DB] }
+
+// CheckPassword implements dtlslink.PasswordChecker.
+func (p passwordChecker) CheckPassword(user string, password []byte) (link.Role, link.LoginStatus) {
+	return p.db.Load().CheckPassword(user, password)
 }
 
 // execute is the command handler: print, forward, acknowledge.
@@ -326,17 +391,27 @@ func (d *daemon) reload() {
 		return
 	}
 	d.users.Store(db)
-	n := d.server.Revoke(func(s link.SessionInfo) bool {
-		if !db.HasKey(s.OperatorKey) {
+	n := d.server.Revoke(revokedBy(db, d.cfg.Transport))
+	d.log.Info("user database reloaded", "users", db.Len(), "sessions_revoked", n)
+}
+
+// revokedBy is the predicate that selects the sessions db no longer allows: a removed user
+// or changed role, and in native mode also a removed key. DTLS-PSK sessions have no
+// operator key; one that has not logged in yet is checked at its login.
+func revokedBy(db *userdb.DB, transport string) func(link.SessionInfo) bool {
+	return func(s link.SessionInfo) bool {
+		if transport == TransportNative && !db.HasKey(s.OperatorKey) {
 			return true
 		}
 		if s.User == "" {
 			return false
 		}
 		u, ok := db.User(s.User)
-		return !ok || u.Role != s.Role || !db.KeyAuthorisedFor(s.User, s.OperatorKey)
-	})
-	d.log.Info("user database reloaded", "users", db.Len(), "sessions_revoked", n)
+		if !ok || u.Role != s.Role {
+			return true
+		}
+		return transport == TransportNative && !db.KeyAuthorisedFor(s.User, s.OperatorKey)
+	}
 }
 
 // fileStamp identifies a version of a file: a change of any field means it was replaced

@@ -41,14 +41,14 @@ type metricsServer struct {
 
 // startMetrics registers the link, Go and process collectors on a registry of their own
 // and listens on addr. The HTTP server is started by serve.
-func startMetrics(addr string, log *slog.Logger) (*metricsServer, error) {
+func startMetrics(addr, transport string, log *slog.Logger) (*metricsServer, error) {
 	addr, loopback, err := metricsAddress(addr)
 	if err != nil {
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	hooks, err := metrics.New(reg, metrics.Options{Transport: metrics.TransportNative, Role: metrics.RoleDrone})
+	hooks, err := metrics.New(reg, metrics.Options{Transport: transport, Role: metrics.RoleDrone})
 	if err != nil {
 		return nil, err
 	}

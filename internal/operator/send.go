@@ -14,7 +14,7 @@ import (
 func (a *app) newSendCmd() *cobra.Command {
 	var f linkFlags
 	cmd := &cobra.Command{
-		Use:   "send --drone HOST:PORT --drone-pub PATH --key PATH --psk PATH --user NAME --password-file PATH MESSAGE...",
+		Use:   "send [--transport native|dtls] --drone HOST:PORT --drone-pub PATH --key PATH --psk PATH --user NAME --password-file PATH MESSAGE...",
 		Short: "Send one command to a drone and wait for its acknowledgement",
 		Long: `Send one command to a drone and print its acknowledgement as one line:
 
@@ -28,6 +28,8 @@ closes the session. The payload is shown as text, control characters escaped, or
 
 The drone's public key (--drone-pub) must have been obtained out of band: compare its
 fingerprint ("dronelink fingerprint PATH") with the one the drone's administrator sees.
+
+` + transportHelp + `
 
 ` + exitCodesHelp,
 		Args: func(_ *cobra.Command, args []string) error {

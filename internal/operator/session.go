@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -15,34 +16,51 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dronelink/dronelink/pkg/crypto"
+	"github.com/dronelink/dronelink/pkg/dtlslink"
 	"github.com/dronelink/dronelink/pkg/link"
 )
 
+// Transports.
+const (
+	transportNative = "native" // the dronelink protocol (pkg/link)
+	transportDTLS   = "dtls"   // DTLS 1.2 PSK (pkg/dtlslink)
+)
+
+// transportHelp documents --transport in the --help texts of send and listen.
+const transportHelp = `With --transport dtls the tool speaks standard DTLS 1.2 with a pre-shared key to a
+dronelinkd --transport dtls (or any DTLS-PSK peer that speaks the dronelink messages):
+PSK = the fleet PSK, PSK identity = the user name, then the same password login. There is
+no operator key and no pinned drone key in that mode, so --key and --drone-pub are not
+needed (and ignored): the fleet PSK alone authenticates the drone, and the refusals "key
+not authorised" and "drone key mismatch" cannot occur.`
+
 // linkFlags are the flags send and listen share.
 type linkFlags struct {
-	drone, dronePub, key, psk, user string
-	password                        passwordFlags
-	timeout                         time.Duration
+	transport, drone, dronePub, key, psk, user string
+	password                                   passwordFlags
+	timeout                                    time.Duration
 }
 
 func (f *linkFlags) register(cmd *cobra.Command, timeoutHelp string) {
 	fs := cmd.Flags()
+	fs.StringVar(&f.transport, "transport", transportNative, "link protocol `native|dtls`: native is the dronelink protocol, dtls is DTLS 1.2 with the fleet PSK")
 	fs.StringVar(&f.drone, "drone", "", "the drone's `HOST:PORT`")
-	fs.StringVar(&f.dronePub, "drone-pub", "", "the drone's pinned public key file `PATH`")
-	fs.StringVar(&f.key, "key", "", "your private key file `PATH`")
+	fs.StringVar(&f.dronePub, "drone-pub", "", "the drone's pinned public key file `PATH` (not needed with --transport dtls)")
+	fs.StringVar(&f.key, "key", "", "your private key file `PATH` (not needed with --transport dtls)")
 	fs.StringVar(&f.psk, "psk", "", "the fleet PSK file `PATH`")
 	fs.StringVar(&f.user, "user", "", "log in as user `NAME`")
 	f.password.register(cmd)
 	fs.DurationVar(&f.timeout, "timeout", 15*time.Second, timeoutHelp)
-	requireFlags(cmd, "drone", "drone-pub", "key", "psk", "user")
+	requireFlags(cmd, "drone", "psk", "user")
 }
 
 // linkSetup is everything needed to dial, loaded and checked.
 type linkSetup struct {
+	transport   string
 	drone       netip.AddrPort
-	droneName   string // as given on the command line, for messages
-	operatorKey *rsa.PrivateKey
-	dronePublic *rsa.PublicKey
+	droneName   string          // as given on the command line, for messages
+	operatorKey *rsa.PrivateKey // native only
+	dronePublic *rsa.PublicKey  // native only
 	psk         crypto.PSK
 	user        string
 	password    []byte
@@ -63,18 +81,39 @@ func (a *app) prepare(f *linkFlags) (*linkSetup, error) {
 	if n := len(f.user); n == 0 || n > link.MaxUserNameSize {
 		return nil, usagef("--user must be 1 to %d bytes", link.MaxUserNameSize)
 	}
+	switch f.transport {
+	case transportNative:
+		var missing []string
+		for _, r := range []struct{ name, value string }{{"drone-pub", f.dronePub}, {"key", f.key}} {
+			if r.value == "" {
+				missing = append(missing, strconv.Quote(r.name))
+			}
+		}
+		if len(missing) > 0 {
+			return nil, usagef("required flag(s) %s not set (needed unless --transport dtls)", strings.Join(missing, ", "))
+		}
+	case transportDTLS:
+		if !dtlslink.ValidUserName(f.user) {
+			// The user name is the DTLS PSK identity; the drone hands out no PSK for others.
+			return nil, usagef("--user %q: with --transport dtls, want 1 to %d characters from A-Z a-z 0-9 . _ -", f.user, link.MaxUserNameSize)
+		}
+	default:
+		return nil, usagef("--transport %q: want native or dtls", f.transport)
+	}
 	drone, err := resolveDrone(f.drone)
 	if err != nil {
 		return nil, err
 	}
-	s := &linkSetup{drone: drone, droneName: f.drone, user: f.user, timeout: f.timeout}
-	if s.dronePublic, err = loadPublicKey(f.dronePub, "--drone-pub"); err != nil {
-		return nil, err
+	s := &linkSetup{transport: f.transport, drone: drone, droneName: f.drone, user: f.user, timeout: f.timeout}
+	if f.transport == transportNative {
+		if s.dronePublic, err = loadPublicKey(f.dronePub, "--drone-pub"); err != nil {
+			return nil, err
+		}
+		if s.operatorKey, err = loadPrivateKey(f.key, "--key"); err != nil {
+			return nil, err
+		}
+		a.warnInsecure(f.key)
 	}
-	if s.operatorKey, err = loadPrivateKey(f.key, "--key"); err != nil {
-		return nil, err
-	}
-	a.warnInsecure(f.key)
 	if s.psk, err = loadPSK(f.psk, "--psk"); err != nil {
 		return nil, err
 	}
@@ -126,17 +165,39 @@ func (d *dialState) snapshot() (established, loggedIn bool, refusal error) {
 	return d.established, d.loggedIn, d.lastRefusal
 }
 
+// linkSession is a logged-in session with a drone, whatever the transport: *link.Client
+// (native) and *dtlslink.Client (DTLS-PSK) both provide it.
+type linkSession interface {
+	// Command sends one command and waits for its acknowledgement.
+	Command(ctx context.Context, payload []byte) (link.Ack, error)
+	// Role is the role the drone granted at login.
+	Role() link.Role
+	// Done is closed when the session ends for good; Err then says why.
+	Done() <-chan struct{}
+	Err() error
+	// Close ends the session, telling the drone.
+	Close() error
+}
+
+var (
+	_ linkSession = (*link.Client)(nil)
+	_ linkSession = (*dtlslink.Client)(nil)
+)
+
 // session is a dialled client with what send and listen need around it.
 type session struct {
-	client *link.Client
+	client linkSession
 	state  *dialState
 	prog   *progress
 	setup  *linkSetup
 }
 
-// dial opens a socket and sets up a session, logging in, until ctx ends. onTelemetry may
-// be nil.
+// dial sets up a session over the setup's transport, logging in, until ctx ends.
+// onTelemetry may be nil.
 func (a *app) dial(ctx context.Context, s *linkSetup, prog *progress, onTelemetry func([]byte)) (*session, error) {
+	if s.transport == transportDTLS {
+		return a.dialDTLS(ctx, s, prog, onTelemetry)
+	}
 	conn, err := link.ListenUDP(localAddressFor(s.drone))
 	if err != nil {
 		return nil, localf("cannot open a UDP socket: %v", err)
@@ -156,6 +217,23 @@ func (a *app) dial(ctx context.Context, s *linkSetup, prog *progress, onTelemetr
 	client, err := link.Dial(ctx, cfg)
 	if err != nil {
 		_ = conn.Close() // Dial closes it on most failures; closing twice is harmless
+		return nil, a.linkFailure(ctx, err, state, s, "")
+	}
+	return &session{client: client, state: state, prog: prog, setup: s}, nil
+}
+
+// dialDTLS sets up a DTLS-PSK session, logging in, until ctx ends.
+func (a *app) dialDTLS(ctx context.Context, s *linkSetup, prog *progress, onTelemetry func([]byte)) (*session, error) {
+	state := &dialState{}
+	client, err := dtlslink.Dial(ctx, dtlslink.ClientConfig{
+		Drone:       s.drone,
+		PSK:         s.psk,
+		User:        s.user,
+		Password:    s.password,
+		OnTelemetry: onTelemetry,
+		OnEvent:     func(e link.Event) { a.onEvent(e, state, prog, s) },
+	})
+	if err != nil {
 		return nil, a.linkFailure(ctx, err, state, s, "")
 	}
 	return &session{client: client, state: state, prog: prog, setup: s}, nil
@@ -228,6 +306,8 @@ func (a *app) linkFailure(ctx context.Context, err error, st *dialState, s *link
 		return failf(ExitRefused, "drone refused the session: %v (ask the drone's administrator to authorise this key, %s)", link.ErrUnknownOperatorKey, crypto.Fingerprint(&s.operatorKey.PublicKey))
 	case errors.Is(err, link.ErrBadSignature):
 		return failf(ExitRefused, "drone refused the session: %v", link.ErrBadSignature)
+	case errors.Is(err, dtlslink.ErrHandshakeRefused):
+		return failf(ExitRefused, "%v", err)
 	}
 	if ctx.Err() == nil {
 		return localf("%v", err)
