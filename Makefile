@@ -44,9 +44,11 @@ fuzz:
 	  done; \
 	done
 
-# bench: the per-packet benchmarks beside the code.
+# bench: the per-packet benchmarks beside the code, then the side-by-side harness (raw UDP,
+# dronelink, pion/dtls, wireguard-go on loopback; handshake rates; session memory). See BENCHMARKS.md.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./pkg/...
+	$(GO) run ./bench --duration 2s
 
 # soak: the lossy soak for SOAKTIME (30% loss, reordering, duplication, a rekey every 10 s);
 # make test runs a 20-second version.

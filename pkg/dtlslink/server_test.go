@@ -69,7 +69,6 @@ func TestLoginCommandAndClose(t *testing.T) {
 		"drone commands ok":       d.counters.Commands[link.AckOK].Load(),
 		"drone received command":  d.counters.Received[link.KindCommand].Load(),
 		"drone received login":    d.counters.Received[link.KindLogin].Load(),
-		"drone received close":    d.counters.Received[link.KindClose].Load(),
 		"drone received flights":  d.counters.Received[link.KindInitiation].Load(),
 		"drone sent ack":          d.counters.Sent[link.KindAck].Load(),
 		"drone sent login result": d.counters.Sent[link.KindLoginResult].Load(),
