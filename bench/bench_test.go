@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runHarness runs the harness with args and returns its standard output.
+func runHarness(t *testing.T, args ...string) string {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
+		t.Fatalf("bench %s: exit %d: %s\n%s", strings.Join(args, " "), code, stderr.String(), stdout.String())
+	}
+	t.Logf("output:\n%s", stdout.String())
+	return stdout.String()
+}
+
+// The table has one line per contender in the documented form and the ratios; only the
+// format and a positive packet rate are checked, never a threshold.
+func TestThroughputLines(t *testing.T) {
+	out := runHarness(t, "--duration", "200ms", "--rounds", "1", "--sizes", "64", "--contenders", "raw-udp,dronelink",
+		"--handshakes", "0", "--sessions", "0")
+	line := regexp.MustCompile(`(?m)^(raw-udp|dronelink) pps=(\d+) mbps=(\d+\.\d) overhead=(\d+) loss=(\d+\.\d)%$`)
+	matches := line.FindAllStringSubmatch(out, -1)
+	if len(matches) != 2 {
+		t.Fatalf("want 2 contender lines, got %d", len(matches))
+	}
+	for _, m := range matches {
+		if pps, _ := strconv.Atoi(m[2]); pps <= 0 {
+			t.Errorf("%s: pps %s, want positive", m[1], m[2])
+		}
+		overhead, _ := strconv.Atoi(m[4])
+		if want := map[string]int{"raw-udp": 0, "dronelink": 24}[m[1]]; overhead != want {
+			t.Errorf("%s: overhead %d, want %d", m[1], overhead, want)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^ratio dronelink/raw-udp=\d+\.\d\d$`).MatchString(out) {
+		t.Error("no ratio line")
+	}
+}
+
+// Payloads beyond link.MaxTelemetryPayload are clamped for dronelink, and the output says so.
+func TestClampedPayloadNoted(t *testing.T) {
+	out := runHarness(t, "--duration", "100ms", "--rounds", "1", "--size", "1200", "--contenders", "dronelink",
+		"--handshakes", "0", "--sessions", "0")
+	if !strings.Contains(out, "clamped from 1200 to link.MaxTelemetryPayload = 1176") {
+		t.Error("no clamping note")
+	}
+}
+
+// The lossy mode, the handshake rates and the memory figures print their lines.
+func TestOtherSections(t *testing.T) {
+	if testing.Short() {
+		t.Skip("generates RSA keys")
+	}
+	out := runHarness(t, "--contenders", "", "--duration", "100ms", "--loss", "0.1", "--loss-duration", "200ms",
+		"--concurrency", "4", "--handshakes", "4", "--rsa-bits", "2048", "--sessions", "100")
+	for _, re := range []string{
+		`(?m)^lossy loss=10% cmd/s=\d+ p50=\d+\.\d\dms p99=\d+\.\d\dms acked=[1-9]\d* failed=\d+ tx/cmd=\d+\.\d\d proxy-dropped=\d+/\d+$`,
+		`(?m)^handshake rsa-2048 n=4 hs/s=[1-9]\d*( hs/cpu-s=\d+)?$`,
+		`(?m)^handshake pion-dtls-psk n=[1-9]\d* hs/s=\d+`,
+		`(?m)^memory link.NewSession n=100 bytes/session=[1-9]\d* `,
+		`(?m)^memory responder n=4 bytes/session=\d+ `,
+		`(?m)^memory link.Server n=4 bytes/session=\d+ `,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("no line matching %s", re)
+		}
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--size", "64", "--sizes", "64"},
+		{"--contenders", "nope"},
+		{"--sizes", "0"},
+		{"--loss", "1.5"},
+		{"extra"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), args, &stdout, &stderr); code != 2 {
+			t.Errorf("%q: exit %d, want 2", args, code)
+		}
+	}
+}
+
+// benchEnv is shared by the benchmarks so the RSA keys are generated once.
+var benchEnv env
+
+// BenchmarkContenders runs each default contender for 250 ms windows of 64-byte payloads
+// and reports delivered packets per second, loss and overhead (ns/op is the window).
+func BenchmarkContenders(b *testing.B) {
+	const window = 250 * time.Millisecond
+	for _, name := range defaultContenders {
+		b.Run(name, func(b *testing.B) {
+			var received, sent uint64
+			var elapsed time.Duration
+			var overhead int
+			for b.Loop() {
+				r, err := findContender(name).run(context.Background(), &benchEnv, 64, window)
+				if err != nil {
+					b.Fatal(err)
+				}
+				received, sent, elapsed, overhead = received+r.received, sent+r.sent, elapsed+r.elapsed, r.overhead
+			}
+			total := result{received: received, sent: sent, elapsed: elapsed}
+			b.ReportMetric(total.pps(), "pps")
+			b.ReportMetric(total.loss(), "loss-%")
+			b.ReportMetric(float64(overhead), "overhead-B")
+		})
+	}
+}

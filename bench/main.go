@@ -1,0 +1,321 @@
+// Command bench is the side-by-side throughput harness: it runs dronelink's real data path
+// next to plain Go UDP, pion/dtls v3 (PSK, AES-128-GCM) and wireguard-go on loopback, in one
+// invocation, one after another, and prints one line per contender and the ratios of
+// dronelink to each. Optional sections measure command goodput over a lossy link, the
+// drone's handshake rate and the memory of idle sessions.
+//
+//	go run ./bench [--duration 2s] [--rounds 3] [--size 64 | --sizes 64,256,1200]
+//	               [--contenders LIST] [--batch] [--loss 0.1,0.3] [--loss-duration 10s]
+//	               [--concurrency 16] [--handshakes 200] [--rsa-bits 3072,2048]
+//	               [--sessions 10000] [--cpuprofile FILE]
+//
+// Numbers are noisy (about ±15% between runs on a shared 2-core machine): only ratios
+// measured within one run mean anything. See BENCHMARKS.md.
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options are the parsed flags.
+type options struct {
+	duration    time.Duration
+	rounds      int
+	sizes       []int
+	contenders  []string
+	losses      []float64
+	concurrency int
+	lossFor     time.Duration
+	handshakes  int
+	rsaBits     []int
+	sessions    int
+	cpuprofile  string
+}
+
+// defaultContenders run when --contenders is not given; --batch adds the batched variants.
+var defaultContenders = []string{"raw-udp", "dronelink", "pion-dtls", "wireguard-go"}
+
+// parseOptions reads the command line.
+func parseOptions(args []string, stderr io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &options{}
+	fs.DurationVar(&o.duration, "duration", 2*time.Second, "how long each contender sends")
+	fs.IntVar(&o.rounds, "rounds", 3, "run the contenders this many times, interleaved, and report each one's median run")
+	size := fs.Int("size", 64, "payload bytes per datagram (one size)")
+	sizes := fs.String("sizes", "", "comma-separated payload sizes, e.g. 64,256,1200 (instead of --size)")
+	contenders := fs.String("contenders", strings.Join(defaultContenders, ","),
+		"comma-separated contenders (empty: no throughput table): "+strings.Join(contenderNames(), ", "))
+	batch := fs.Bool("batch", false, "also run the batched variants (raw-udp-batch, wireguard-go-batch)")
+	loss := fs.String("loss", "", "comma-separated loss rates for the lossy command mode, e.g. 0.1,0.3 (off if empty)")
+	fs.IntVar(&o.concurrency, "concurrency", 16, "commands in flight in the lossy mode")
+	fs.DurationVar(&o.lossFor, "loss-duration", 10*time.Second, "how long each loss rate keeps commands in flight")
+	fs.IntVar(&o.handshakes, "handshakes", 200, "drone-side handshakes per RSA key size (0: skip handshakes)")
+	bits := fs.String("rsa-bits", "3072,2048", "drone and operator RSA key sizes for the handshake rate")
+	fs.IntVar(&o.sessions, "sessions", 10000, "idle sessions for the memory figure (0: skip)")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	sizeSet := false
+	fs.Visit(func(f *flag.Flag) { sizeSet = sizeSet || f.Name == "size" })
+	switch {
+	case *sizes != "" && sizeSet:
+		return nil, errors.New("use --size or --sizes, not both")
+	case *sizes != "":
+		list, err := parseInts(*sizes)
+		if err != nil {
+			return nil, fmt.Errorf("--sizes: %w", err)
+		}
+		o.sizes = list
+	default:
+		o.sizes = []int{*size}
+	}
+	for _, s := range o.sizes {
+		if s < 1 || s > maxPayload {
+			return nil, fmt.Errorf("payload size %d outside 1..%d", s, maxPayload)
+		}
+	}
+	if o.duration <= 0 {
+		return nil, errors.New("--duration must be positive")
+	}
+	if o.rounds < 1 {
+		return nil, errors.New("--rounds must be at least 1")
+	}
+	for name := range strings.SplitSeq(*contenders, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		if findContender(name) == nil {
+			return nil, fmt.Errorf("unknown contender %q (known: %s)", name, strings.Join(contenderNames(), ", "))
+		}
+		if !slices.Contains(o.contenders, name) {
+			o.contenders = append(o.contenders, name)
+		}
+	}
+	if *batch {
+		for _, name := range []string{"raw-udp-batch", "wireguard-go-batch"} {
+			if !slices.Contains(o.contenders, name) {
+				o.contenders = append(o.contenders, name)
+			}
+		}
+	}
+	if *loss != "" {
+		for f := range strings.SplitSeq(*loss, ",") {
+			p, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+			if err != nil || p < 0 || p >= 1 {
+				return nil, fmt.Errorf("--loss: %q is not a rate in [0,1)", f)
+			}
+			o.losses = append(o.losses, p)
+		}
+	}
+	if o.concurrency < 1 {
+		return nil, errors.New("--concurrency must be at least 1")
+	}
+	if o.lossFor <= 0 {
+		return nil, errors.New("--loss-duration must be positive")
+	}
+	if o.handshakes < 0 || o.handshakes > maxHandshakes {
+		return nil, fmt.Errorf("--handshakes must be 0..%d", maxHandshakes)
+	}
+	list, err := parseInts(*bits)
+	if err != nil {
+		return nil, fmt.Errorf("--rsa-bits: %w", err)
+	}
+	o.rsaBits = list
+	if o.sessions < 0 {
+		return nil, errors.New("--sessions must not be negative")
+	}
+	return o, nil
+}
+
+// parseInts parses a comma-separated list of positive integers.
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q is not a positive integer", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// run is the whole harness: flags, then each section in turn. It returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseOptions(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "bench:", err)
+		return 2
+	}
+	if o.cpuprofile != "" {
+		f, err := os.Create(o.cpuprofile)
+		if err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if err := runSections(ctx, o, stdout); err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 1
+	}
+	return 0
+}
+
+// runSections runs every section the options ask for and prints its lines.
+func runSections(ctx context.Context, o *options, w io.Writer) error {
+	e := &env{}
+	printMachine(w, o)
+	for _, size := range o.sizes {
+		if len(o.contenders) == 0 {
+			break
+		}
+		results, notes, err := runThroughput(ctx, e, o.contenders, size, o.duration, o.rounds)
+		if err != nil {
+			return err
+		}
+		printTable(w, size, results, notes)
+	}
+	if len(o.losses) > 0 {
+		fmt.Fprintf(w, "\n# lossy link: link.Client.Command through internal/lossproxy (loss each way) to a link.Server,\n"+
+			"# %d commands in flight for %v; cmd/s = acknowledgements within that time; p50/p99 = round trip\n"+
+			"# from first transmission to ack, retransmissions included; tx/cmd = transmissions per command\n",
+			o.concurrency, o.lossFor)
+		for _, p := range o.losses {
+			r, err := runLossy(ctx, e, p, o.sizes[0], o.lossFor, o.concurrency)
+			if err != nil {
+				return fmt.Errorf("lossy %.0f%%: %w", p*100, err)
+			}
+			fmt.Fprintln(w, r.line())
+		}
+	}
+	var prebuilt *handshakeSet
+	if o.handshakes > 0 {
+		fmt.Fprintf(w, "\n# handshakes: drone side = CheckInitiation + AcceptInitiation + NewSession on pre-built\n"+
+			"# initiations from %d operator keys, one goroutine; hs/cpu-s = handshakes per CPU-second of the process\n",
+			handshakeOperators)
+		for _, bits := range o.rsaBits {
+			r, set, err := runHandshakes(bits, o.handshakes)
+			if err != nil {
+				return fmt.Errorf("handshakes rsa-%d: %w", bits, err)
+			}
+			prebuilt = set
+			fmt.Fprintln(w, r.line())
+		}
+		r, err := runPionHandshakes(ctx, o.duration)
+		if err != nil {
+			return fmt.Errorf("pion-dtls handshakes: %w", err)
+		}
+		fmt.Fprintln(w, r.line())
+	}
+	if o.sessions > 0 || prebuilt != nil {
+		fmt.Fprintf(w, "\n# memory of idle sessions: runtime.MemStats.HeapAlloc after GC, before and after\n")
+		lines, err := runMemory(ctx, o.sessions, prebuilt)
+		if err != nil {
+			return fmt.Errorf("memory: %w", err)
+		}
+		for _, l := range lines {
+			fmt.Fprintln(w, l)
+		}
+	}
+	return nil
+}
+
+// runThroughput runs each contender for one payload size, one after another, rounds
+// times (interleaved, so a burst of background load hits every contender alike), and
+// keeps each contender's median run by packets per second.
+func runThroughput(ctx context.Context, e *env, names []string, size int, d time.Duration, rounds int) ([]result, []string, error) {
+	runs := make([][]result, len(names))
+	for range rounds {
+		for i, name := range names {
+			r, err := findContender(name).run(ctx, e, size, d)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s (%d B): %w", name, size, err)
+			}
+			runs[i] = append(runs[i], r)
+		}
+	}
+	var results []result
+	var notes []string
+	for _, rs := range runs {
+		slices.SortFunc(rs, func(a, b result) int { return cmp.Compare(a.pps(), b.pps()) })
+		r := rs[len(rs)/2]
+		results = append(results, r)
+		if r.note != "" {
+			notes = append(notes, r.name+": "+r.note)
+		}
+	}
+	return results, notes, nil
+}
+
+// contender is one side of the comparison: it sends size-byte payloads one way for d and
+// reports what was delivered.
+type contender struct {
+	name string
+	run  func(ctx context.Context, e *env, size int, d time.Duration) (result, error)
+}
+
+// contenders in table order.
+var contenders = []contender{
+	{"raw-udp", runRawUDP},
+	{"raw-udp-batch", runRawUDPBatch},
+	{"dronelink", func(ctx context.Context, e *env, size int, d time.Duration) (result, error) {
+		return runDronelink(ctx, e, size, d, true)
+	}},
+	{"dronelink-nometrics", func(ctx context.Context, e *env, size int, d time.Duration) (result, error) {
+		return runDronelink(ctx, e, size, d, false)
+	}},
+	{"pion-dtls", runPionDTLS},
+	{"wireguard-go", func(ctx context.Context, _ *env, size int, d time.Duration) (result, error) {
+		return runWireGuard(ctx, size, d, 1)
+	}},
+	{"wireguard-go-batch", func(ctx context.Context, _ *env, size int, d time.Duration) (result, error) {
+		return runWireGuard(ctx, size, d, wgBatchSize)
+	}},
+}
+
+func findContender(name string) *contender {
+	for i := range contenders {
+		if contenders[i].name == name {
+			return &contenders[i]
+		}
+	}
+	return nil
+}
+
+func contenderNames() []string {
+	names := make([]string, len(contenders))
+	for i, c := range contenders {
+		names[i] = c.name
+	}
+	return names
+}
