@@ -743,18 +743,21 @@ func (s *Server) commandExecutor(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case job := <-s.commands:
-			// Queued before a revocation? Check again right before executing.
+			// Queued before a revocation? Check again right before executing. A command
+			// refused here was not executed: its id is forgotten, so a retransmission on a
+			// session that may command (after a rekey, say) can still run it once.
 			var status AckStatus
 			var payload []byte
 			if _, role := s.currentRole(job.sess); role != RolePilot || s.lookup(job.sess.local) != job.sess {
 				status = AckNotPermitted
+				job.cache.Abort(job.cmd.ID)
 			} else {
 				status, payload = s.cfg.Handler(ctx, job.cmd)
+				if len(payload) > MaxAckPayload {
+					payload = payload[:MaxAckPayload]
+				}
+				job.cache.Finish(job.cmd.ID, uint8(status), payload)
 			}
-			if len(payload) > MaxAckPayload {
-				payload = payload[:MaxAckPayload]
-			}
-			job.cache.Finish(job.cmd.ID, uint8(status), payload)
 			s.cfg.Hooks.Command(status)
 			s.cfg.Logger.Info("command", "user", job.cmd.User, "id", job.cmd.ID, "size", len(job.cmd.Payload),
 				"result", status.String(), "from", job.cmd.From)
