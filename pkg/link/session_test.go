@@ -66,12 +66,15 @@ func TestSessionRoundTripAndOverhead(t *testing.T) {
 
 func TestSessionRejects(t *testing.T) {
 	a, b := sessionPair(t, 0)
-	_, other := sessionPair(t, 0) // same indices, different... same keys: build truly other keys below
+	// A session with b's indices but other keys: a datagram of one session given to another.
 	var ko SessionKeys
 	for i := range ko.Recv {
 		ko.Recv[i] = 0xee
 	}
-	other, _ = NewSession(&ko, 2, 1, 0, time.Now())
+	other, err := NewSession(&ko, 2, 1, 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	pkt, _ := a.Seal(nil, []byte("arm"), time.Now())
 	cases := []struct {
