@@ -204,42 +204,8 @@ func TestDTLSRefusals(t *testing.T) {
 func TestDTLSTelemetryAndUserDeletion(t *testing.T) {
 	f := newDTLSFleet(t)
 	d := startDTLSDrone(t, f)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	listen := exec.CommandContext(ctx, filepath.Join(binDir, "dronelink"), append([]string{"listen"}, f.dtlsOperator(d, "olga", "olga.pw")...)...)
-	listen.Env = fastEnv()
-	var mu sync.Mutex
-	var lout, lerr bytes.Buffer
-	listen.Stdout, listen.Stderr = lockedWriter{&mu, &lout}, lockedWriter{&mu, &lerr}
-	if err := listen.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- listen.Wait() }()
-	feed, err := net.Dial("udp", d.tin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer feed.Close()
-	waitFor(t, "telemetry at the observer", func() bool {
-		feed.Write([]byte("battery 87%"))
-		mu.Lock()
-		defer mu.Unlock()
-		return strings.Contains(lout.String(), "battery 87%\n")
-	})
-	mustRunFast(t, "user", "del", "--db", f.path("users"), "--name", "olga")
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 6 {
-			t.Fatalf("listen exit: %v (want code 6); stderr %q", err, lerr.String())
-		}
-		if !strings.Contains(lerr.String(), "revoked") {
-			t.Errorf("listen said %q, want it to mention the revocation", lerr.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("the deleted user's session did not end")
-	}
+	listenUntilDeleted(t, d, f.dtlsOperator(d, "olga", "olga.pw"), fastEnv(),
+		func() { mustRunFast(t, "user", "del", "--db", f.path("users"), "--name", "olga") })
 	oneLine(t, runFast(t, "dronelink", append(append([]string{"send"}, f.dtlsOperator(d, "olga", "olga.pw")...), "after deletion")...), 3, "unknown user")
 }
 

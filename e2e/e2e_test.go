@@ -487,9 +487,20 @@ func TestBadLocalInput(t *testing.T) {
 func TestTelemetryAndUserDeletion(t *testing.T) {
 	f := newFleet(t)
 	d := startDrone(t, f)
+	listenUntilDeleted(t, d, f.operator(d, "olga", "olga", "olga.pw"), nil,
+		func() { mustRun(t, "user", "del", "--db", f.path("users"), "--name", "olga") })
+	oneLine(t, f.send(t, d, "olga", "olga", "olga.pw", "after deletion"), 3, "not authorised")
+}
+
+// listenUntilDeleted runs dronelink listen with operator args (and env, if not nil) until
+// telemetry fed into the daemon's --telemetry-in is printed, then runs del (which deletes
+// the listening user) and checks that listen ends with exit code 6 naming the revocation.
+func listenUntilDeleted(t *testing.T, d *drone, args, env []string, del func()) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	listen := exec.CommandContext(ctx, filepath.Join(binDir, "dronelink"), append([]string{"listen"}, f.operator(d, "olga", "olga", "olga.pw")...)...)
+	listen := exec.CommandContext(ctx, filepath.Join(binDir, "dronelink"), append([]string{"listen"}, args...)...)
+	listen.Env = env
 	var mu sync.Mutex
 	var lout, lerr bytes.Buffer
 	listen.Stdout, listen.Stderr = lockedWriter{&mu, &lout}, lockedWriter{&mu, &lerr}
@@ -509,20 +520,22 @@ func TestTelemetryAndUserDeletion(t *testing.T) {
 		defer mu.Unlock()
 		return strings.Contains(lout.String(), "battery 87%\n")
 	})
-	mustRun(t, "user", "del", "--db", f.path("users"), "--name", "olga")
+	del()
 	select {
 	case err := <-done:
+		mu.Lock()
+		stderr := lerr.String()
+		mu.Unlock()
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != 6 {
-			t.Fatalf("listen exit: %v (want code 6); stderr %q", err, lerr.String())
+			t.Fatalf("listen exit: %v (want code 6); stderr %q", err, stderr)
 		}
-		if !strings.Contains(lerr.String(), "revoked") {
-			t.Errorf("listen said %q, want it to mention the revocation", lerr.String())
+		if !strings.Contains(stderr, "revoked") {
+			t.Errorf("listen said %q, want it to mention the revocation", stderr)
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("the deleted user's session did not end")
 	}
-	oneLine(t, f.send(t, d, "olga", "olga", "olga.pw", "after deletion"), 3, "not authorised")
 }
 
 func TestForwardAndCheckConfig(t *testing.T) {
