@@ -24,24 +24,26 @@ func runHarness(t *testing.T, args ...string) string {
 // The table has one line per contender in the documented form and the ratios; only the
 // format and a positive packet rate are checked, never a threshold.
 func TestThroughputLines(t *testing.T) {
-	out := runHarness(t, "--duration", "200ms", "--rounds", "1", "--sizes", "64", "--contenders", "raw-udp,dronelink",
+	out := runHarness(t, "--duration", "200ms", "--rounds", "1", "--sizes", "64", "--contenders", "raw-udp,dronelink,dronelink-batch",
 		"--handshakes", "0", "--sessions", "0")
-	line := regexp.MustCompile(`(?m)^(raw-udp|dronelink) pps=(\d+) mbps=(\d+\.\d) overhead=(\d+) loss=(\d+\.\d)%$`)
+	line := regexp.MustCompile(`(?m)^(raw-udp|dronelink|dronelink-batch) pps=(\d+) mbps=(\d+\.\d) overhead=(\d+) loss=(\d+\.\d)%$`)
 	matches := line.FindAllStringSubmatch(out, -1)
-	if len(matches) != 2 {
-		t.Fatalf("want 2 contender lines, got %d", len(matches))
+	if len(matches) != 3 {
+		t.Fatalf("want 3 contender lines, got %d", len(matches))
 	}
 	for _, m := range matches {
 		if pps, _ := strconv.Atoi(m[2]); pps <= 0 {
 			t.Errorf("%s: pps %s, want positive", m[1], m[2])
 		}
 		overhead, _ := strconv.Atoi(m[4])
-		if want := map[string]int{"raw-udp": 0, "dronelink": 24}[m[1]]; overhead != want {
+		if want := map[string]int{"raw-udp": 0, "dronelink": 24, "dronelink-batch": 24}[m[1]]; overhead != want {
 			t.Errorf("%s: overhead %d, want %d", m[1], overhead, want)
 		}
 	}
-	if !regexp.MustCompile(`(?m)^ratio dronelink/raw-udp=\d+\.\d\d$`).MatchString(out) {
-		t.Error("no ratio line")
+	for _, ratio := range []string{"dronelink/raw-udp", "dronelink-batch/raw-udp", "dronelink-batch/dronelink"} {
+		if !regexp.MustCompile(`(?m)^ratio ` + ratio + `=\d+\.\d\d$`).MatchString(out) {
+			t.Errorf("no ratio line %s", ratio)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -172,13 +173,18 @@ func dialPilot(ctx context.Context, ids *identities, i int, to netip.AddrPort, h
 }
 
 // runDronelink is the full product data path: a link.Server (drone) streams telemetry with
-// Broadcast (seal, send) to one logged-in link.Client (operator), which receives, opens,
-// checks the replay window and hands each payload to OnTelemetry, where it is counted.
-// With withMetrics both ends report to pkg/metrics on a Prometheus registry.
-func runDronelink(ctx context.Context, e *env, size int, d time.Duration, withMetrics bool) (result, error) {
+// Broadcast (seal, send) to one logged-in link.Client (operator), which receives (in
+// recvmmsg batches: link.UDPConn is a link.BatchConn), opens, checks the replay window and
+// hands each payload to OnTelemetry, where it is counted. With batch > 1 the drone sends
+// with Server.BroadcastBatch, batch payloads per call (one sendmmsg). With withMetrics both
+// ends report to pkg/metrics on a Prometheus registry.
+func runDronelink(ctx context.Context, e *env, size int, d time.Duration, withMetrics bool, batch int) (result, error) {
 	name := "dronelink"
 	if !withMetrics {
 		name = "dronelink-nometrics"
+	}
+	if batch > 1 {
+		name = "dronelink-batch"
 	}
 	ids, err := e.identities()
 	if err != nil {
@@ -220,10 +226,27 @@ func runDronelink(ctx context.Context, e *env, size int, d time.Duration, withMe
 	settle(&received)
 	received.Store(0)
 
-	sent, elapsed := drive(d, func() bool {
-		n, err := dr.server.Broadcast(payload)
-		return err == nil && n == 1
-	}, &received)
+	var sent uint64
+	var elapsed time.Duration
+	if batch > 1 {
+		payloads := make([][]byte, batch)
+		for i := range payloads {
+			payloads[i] = payload
+		}
+		_, elapsed = drive(d, func() bool {
+			n, err := dr.server.BroadcastBatch(payloads)
+			if err == nil {
+				sent += uint64(n)
+			}
+			return false
+		}, &received)
+		note = strings.TrimPrefix(note+fmt.Sprintf("; Server.BroadcastBatch, %d payloads per call (sendmmsg)", batch), "; ")
+	} else {
+		sent, elapsed = drive(d, func() bool {
+			n, err := dr.server.Broadcast(payload)
+			return err == nil && n == 1
+		}, &received)
+	}
 	r := result{name: name, size: size, sent: sent, received: received.Load(), elapsed: elapsed, note: note}
 	if withMetrics {
 		bytes := gatherValue(reg, "dronelink_sent_bytes_total", metrics.RoleDrone, "telemetry")

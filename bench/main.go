@@ -26,6 +26,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dronelink/dronelink/pkg/link"
 )
 
 func main() {
@@ -48,7 +50,7 @@ type options struct {
 }
 
 // defaultContenders run when --contenders is not given; --batch adds the batched variants.
-var defaultContenders = []string{"raw-udp", "dronelink", "pion-dtls", "wireguard-go"}
+var defaultContenders = []string{"raw-udp", "dronelink", "dronelink-batch", "pion-dtls", "wireguard-go"}
 
 // parseOptions reads the command line.
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
@@ -289,10 +291,13 @@ var contenders = []contender{
 	{"raw-udp", runRawUDP},
 	{"raw-udp-batch", runRawUDPBatch},
 	{"dronelink", func(ctx context.Context, e *env, size int, d time.Duration) (result, error) {
-		return runDronelink(ctx, e, size, d, true)
+		return runDronelink(ctx, e, size, d, true, 1)
+	}},
+	{"dronelink-batch", func(ctx context.Context, e *env, size int, d time.Duration) (result, error) {
+		return runDronelink(ctx, e, size, d, true, link.BatchSize)
 	}},
 	{"dronelink-nometrics", func(ctx context.Context, e *env, size int, d time.Duration) (result, error) {
-		return runDronelink(ctx, e, size, d, false)
+		return runDronelink(ctx, e, size, d, false, 1)
 	}},
 	{"pion-dtls", runPionDTLS},
 	{"wireguard-go", func(ctx context.Context, _ *env, size int, d time.Duration) (result, error) {

@@ -3,17 +3,15 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/ipv4"
+	"github.com/dronelink/dronelink/pkg/link"
 )
-
-// rawBatchSize is how many datagrams raw-udp-batch moves per sendmmsg/recvmmsg.
-const rawBatchSize = 32
 
 // listenLoopback opens a UDP socket on 127.0.0.1 with a free port.
 func listenLoopback() (*net.UDPConn, error) {
@@ -64,24 +62,25 @@ func runRawUDP(_ context.Context, _ *env, size int, d time.Duration) (result, er
 	return result{name: "raw-udp", size: size, sent: sent, received: received.Load(), elapsed: elapsed}, nil
 }
 
-// runRawUDPBatch is raw-udp with sendmmsg/recvmmsg of rawBatchSize datagrams per syscall
-// (golang.org/x/net/ipv4 WriteBatch/ReadBatch): the ceiling batching could reach.
+// runRawUDPBatch is raw-udp through the batched socket path dronelink-batch uses,
+// link.UDPConn's WriteBatch/ReadBatch (sendmmsg with UDP GSO, recvmmsg), link.BatchSize
+// datagrams per call and no cryptography: the ceiling of the batched path.
 func runRawUDPBatch(_ context.Context, _ *env, size int, d time.Duration) (result, error) {
-	tx, rx, to, err := udpPair()
+	txc, rxc, to, err := udpPair()
 	if err != nil {
 		return result{}, err
 	}
+	tx, rx := link.NewUDPConn(txc), link.NewUDPConn(rxc)
 	defer tx.Close()
 	var received atomic.Uint64
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		pc := ipv4.NewPacketConn(rx)
-		msgs := make([]ipv4.Message, rawBatchSize)
+		msgs := make([]link.Datagram, link.BatchSize)
 		for i := range msgs {
-			msgs[i].Buffers = [][]byte{make([]byte, 2048)}
+			msgs[i].Buf = make([]byte, link.ReadBufferSize)
 		}
 		for {
-			n, err := pc.ReadBatch(msgs, 0)
+			n, err := rx.ReadBatch(msgs)
 			if err != nil {
 				if errors.Is(err, net.ErrClosed) {
 					return
@@ -91,24 +90,19 @@ func runRawUDPBatch(_ context.Context, _ *env, size int, d time.Duration) (resul
 			received.Add(uint64(n))
 		}
 	})
-	pc := ipv4.NewPacketConn(tx)
-	dst := net.UDPAddrFromAddrPort(to)
 	payload := make([]byte, size)
-	msgs := make([]ipv4.Message, rawBatchSize)
+	msgs := make([]link.Datagram, link.BatchSize)
 	for i := range msgs {
-		msgs[i].Buffers = [][]byte{payload}
-		msgs[i].Addr = dst
+		msgs[i] = link.Datagram{Buf: payload, Addr: to}
 	}
 	var sent uint64
 	_, elapsed := drive(d, func() bool {
-		n, err := pc.WriteBatch(msgs, 0)
-		if err == nil {
-			sent += uint64(n)
-		}
+		n, _ := tx.WriteBatch(msgs)
+		sent += uint64(n)
 		return false
 	}, &received)
 	rx.Close()
 	wg.Wait()
 	return result{name: "raw-udp-batch", size: size, sent: sent, received: received.Load(), elapsed: elapsed,
-		note: "sendmmsg/recvmmsg, 32 datagrams per syscall"}, nil
+		note: fmt.Sprintf("link.UDPConn WriteBatch/ReadBatch: sendmmsg with UDP GSO, recvmmsg, %d datagrams per call", link.BatchSize)}, nil
 }

@@ -55,21 +55,19 @@ func printMachine(w io.Writer, o *options) {
 		"# Noisy (about ±15%% between runs): only ratios within one run count.\n", o.duration, o.rounds)
 }
 
-// printTable prints the lines of one payload size and the ratios of dronelink to the others.
+// printTable prints the lines of one payload size and the ratios of dronelink (and of
+// dronelink-batch) to the others.
 func printTable(w io.Writer, size int, results []result, notes []string) {
 	fmt.Fprintf(w, "\n# payload %d bytes\n", size)
 	for _, r := range results {
 		fmt.Fprintln(w, r.line())
 	}
-	var ours *result
-	for i := range results {
-		if results[i].name == "dronelink" {
-			ours = &results[i]
+	for _, ours := range results {
+		if ours.name != "dronelink" && ours.name != "dronelink-batch" {
+			continue
 		}
-	}
-	if ours != nil {
 		for _, r := range results {
-			if r.name == ours.name || r.pps() == 0 {
+			if r.name == ours.name || r.pps() == 0 || (ours.name == "dronelink" && r.name == "dronelink-batch") {
 				continue
 			}
 			fmt.Fprintf(w, "ratio %s/%s=%.2f\n", ours.name, r.name, ours.pps()/r.pps())

@@ -492,6 +492,58 @@ func TestTelemetryAndUserDeletion(t *testing.T) {
 	oneLine(t, f.send(t, d, "olga", "olga", "olga.pw", "after deletion"), 3, "not authorised")
 }
 
+// A burst fed into --telemetry-in (read and broadcast in batches) reaches a listening
+// operator whole and in order; a datagram too large for one telemetry packet is dropped
+// with one warning and does not hold up the rest.
+func TestTelemetryBurst(t *testing.T) {
+	f := newFleet(t)
+	d := startDrone(t, f)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	listen := exec.CommandContext(ctx, filepath.Join(binDir, "dronelink"), append([]string{"listen"}, f.operator(d, "olga", "olga", "olga.pw")...)...)
+	var mu sync.Mutex
+	var lout, lerr bytes.Buffer
+	listen.Stdout, listen.Stderr = lockedWriter{&mu, &lout}, lockedWriter{&mu, &lerr}
+	if err := listen.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); listen.Wait() }()
+	feed, err := net.Dial("udp", d.tin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer feed.Close()
+	printed := func(s string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(lout.String(), s)
+	}
+	waitFor(t, "the observer's session", func() bool { feed.Write([]byte("ready")); return printed("ready\n") })
+	const burst = 3 * 32
+	var want strings.Builder
+	for i := range burst {
+		if i == burst/2 {
+			feed.Write(bytes.Repeat([]byte{'X'}, 1177)) // one byte over the limit
+		}
+		line := fmt.Sprintf("burst %03d", i)
+		feed.Write([]byte(line))
+		want.WriteString(line + "\n")
+	}
+	waitFor(t, "the whole burst", func() bool { return printed(fmt.Sprintf("burst %03d\n", burst-1)) })
+	mu.Lock()
+	out := lout.String()
+	mu.Unlock()
+	if got := out[strings.Index(out, "burst 000"):]; got != want.String() {
+		t.Fatalf("the observer printed\n%s\nwant the %d lines in order", got, burst)
+	}
+	if strings.Contains(out, "XXXX") {
+		t.Fatal("an oversize telemetry datagram was delivered")
+	}
+	if _, stderr := d.output(); strings.Count(stderr, "telemetry datagram too large") != 1 {
+		t.Fatalf("want one warning about the oversize datagram; daemon log:\n%s", stderr)
+	}
+}
+
 // listenUntilDeleted runs dronelink listen with operator args (and env, if not nil) until
 // telemetry fed into the daemon's --telemetry-in is printed, then runs del (which deletes
 // the listening user) and checks that listen ends with exit code 6 naming the revocation.

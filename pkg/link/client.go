@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -428,41 +427,36 @@ func (c *Client) sendLocked(s *Session, plaintext []byte, kind PacketKind, now t
 
 // readLoop reads the socket until it is closed.
 func (c *Client) readLoop() {
-	buf := make([]byte, ReadBufferSize)
-	for {
-		n, _, err := c.cfg.Conn.ReadFrom(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			c.cfg.Logger.Warn("read failed", "err", err)
-			return
-		}
-		pkt := buf[:n]
-		typ, ok := PeekType(pkt)
-		if !ok || n > MaxDatagramSize {
-			c.cfg.Hooks.PacketReceived(KindData, n)
-			c.cfg.Hooks.Dropped(DropMalformed)
-			continue
-		}
-		switch typ {
-		case TypeData:
-			c.cfg.Hooks.PacketReceived(KindData, n)
-			c.handleData(pkt)
-		case TypeResponse:
-			c.cfg.Hooks.PacketReceived(KindResponse, n)
-			c.handleResponse(pkt)
-		case TypeError:
-			c.cfg.Hooks.PacketReceived(KindError, n)
-			c.handleError(pkt)
-		default:
-			c.cfg.Hooks.PacketReceived(KindData, n)
-			c.cfg.Hooks.Dropped(DropUnexpected)
-		}
+	err := readDatagrams(c.cfg.Conn, c.cfg.Now, func(pkt []byte, _ netip.AddrPort, now time.Time) {
+		c.handleDatagram(pkt, now)
+	})
+	if err != nil {
+		c.cfg.Logger.Warn("read failed", "err", err)
+	}
+}
+
+// handleDatagram dispatches one received datagram; now is when its batch was read.
+func (c *Client) handleDatagram(pkt []byte, now time.Time) {
+	n := len(pkt)
+	typ, ok := PeekType(pkt)
+	if !ok || n > MaxDatagramSize {
+		c.cfg.Hooks.PacketReceived(KindData, n)
+		c.cfg.Hooks.Dropped(DropMalformed)
+		return
+	}
+	switch typ {
+	case TypeData:
+		c.cfg.Hooks.PacketReceived(KindData, n)
+		c.handleData(pkt, now)
+	case TypeResponse:
+		c.cfg.Hooks.PacketReceived(KindResponse, n)
+		c.handleResponse(pkt)
+	case TypeError:
+		c.cfg.Hooks.PacketReceived(KindError, n)
+		c.handleError(pkt)
+	default:
+		c.cfg.Hooks.PacketReceived(KindData, n)
+		c.cfg.Hooks.Dropped(DropUnexpected)
 	}
 }
 
@@ -552,7 +546,7 @@ func (c *Client) sessionFor(idx uint16) *Session {
 	return nil
 }
 
-func (c *Client) handleData(pkt []byte) {
+func (c *Client) handleData(pkt []byte, now time.Time) {
 	h, err := ParseDataHeader(pkt)
 	if err != nil {
 		c.cfg.Hooks.Dropped(DropMalformed)
@@ -563,7 +557,6 @@ func (c *Client) handleData(pkt []byte) {
 		c.cfg.Hooks.Dropped(DropUnknownSession)
 		return
 	}
-	now := c.cfg.Now()
 	if s.expired(now) {
 		c.cfg.Hooks.Dropped(DropExpired)
 		return

@@ -124,7 +124,13 @@ func lossyScenario(t *testing.T, serverConn PacketConn, clientConn func(i int) P
 				return
 			case <-time.After(2 * time.Millisecond):
 			}
-			if _, err := r.server.Broadcast(fmt.Appendf(nil, "telemetry %d", n)); err != nil {
+			var err error
+			if n%2 == 0 {
+				_, err = r.server.Broadcast(fmt.Appendf(nil, "telemetry %d", n))
+			} else { // the batched path: both payloads in one BroadcastBatch
+				_, err = r.server.BroadcastBatch([][]byte{fmt.Appendf(nil, "telemetry %d", n), fmt.Appendf(nil, "telemetry %d+", n)})
+			}
+			if err != nil {
 				t.Error(err)
 			}
 		}

@@ -176,13 +176,15 @@ func (l *execLog) check(t *testing.T, want int) {
 }
 
 // recordingConn wraps a PacketConn and counts received data datagrams that are exact
-// repeats of one received before: the only datagrams the replay filter may reject.
+// repeats of one received before: the only datagrams the replay filter may reject. It is
+// a BatchConn, reading in batches when the wrapped conn can, so tests over UDP run the
+// endpoints' batched receive path.
 type recordingConn struct {
 	PacketConn
-	mu            sync.Mutex
-	seen          map[[32]byte]bool
-	repeats       int
-	lastWasRepeat atomic.Bool // the datagram the reader is handling now was seen before
+	mu      sync.Mutex
+	seen    map[[32]byte]bool
+	repeats int
+	pending []bool // per datagram read and not yet handled: was it a repeat?
 }
 
 func newRecordingConn(c PacketConn) *recordingConn {
@@ -191,31 +193,98 @@ func newRecordingConn(c PacketConn) *recordingConn {
 
 func (r *recordingConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 	n, a, err := r.PacketConn.ReadFrom(b)
-	if err == nil && n > 0 && b[0] == typeByte(TypeData) {
-		sum := sha256.Sum256(b[:n])
-		r.mu.Lock()
-		repeat := r.seen[sum]
-		if repeat {
-			r.repeats++
-		}
-		r.seen[sum] = true
-		r.mu.Unlock()
-		r.lastWasRepeat.Store(repeat)
+	if err == nil {
+		r.record(b[:n])
 	}
 	return n, a, err
 }
 
+func (r *recordingConn) ReadBatch(msgs []Datagram) (int, error) {
+	n, err := readBatchOf(r.PacketConn, msgs)
+	for i := range n {
+		r.record(msgs[i].Buf[:msgs[i].N])
+	}
+	return n, err
+}
+
+func (r *recordingConn) WriteBatch(msgs []Datagram) (int, error) {
+	return writeBatchOf(r.PacketConn, msgs)
+}
+
+func (r *recordingConn) record(pkt []byte) {
+	repeat := false
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(pkt) > 0 && pkt[0] == typeByte(TypeData) {
+		sum := sha256.Sum256(pkt)
+		repeat = r.seen[sum]
+		if repeat {
+			r.repeats++
+		}
+		r.seen[sum] = true
+	}
+	r.pending = append(r.pending, repeat)
+}
+
+// next is whether the next datagram to be handled was a repeat. Endpoints call
+// Hooks.PacketReceived once for every datagram, in the order read, before anything else.
+func (r *recordingConn) next() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.pending) == 0 {
+		return false
+	}
+	repeat := r.pending[0]
+	r.pending = r.pending[1:]
+	return repeat
+}
+
+// readBatchOf reads through c's ReadBatch when it has one, else one datagram by ReadFrom.
+func readBatchOf(c PacketConn, msgs []Datagram) (int, error) {
+	if bc, ok := c.(BatchConn); ok {
+		return bc.ReadBatch(msgs)
+	}
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	n, a, err := c.ReadFrom(msgs[0].Buf)
+	if err != nil {
+		return 0, err
+	}
+	msgs[0].N, msgs[0].Addr = n, a
+	return 1, nil
+}
+
+// writeBatchOf writes through c's WriteBatch when it has one, else one WriteTo each.
+func writeBatchOf(c PacketConn, msgs []Datagram) (int, error) {
+	if bc, ok := c.(BatchConn); ok {
+		return bc.WriteBatch(msgs)
+	}
+	for i := range msgs {
+		if err := c.WriteTo(msgs[i].Buf, msgs[i].Addr); err != nil {
+			return i, err
+		}
+	}
+	return len(msgs), nil
+}
+
 // replayAudit wraps an endpoint's hooks: the endpoint's single reader handles each datagram
-// before it reads the next, so a replay drop while the current datagram is a first arrival
-// is a false rejection.
+// in the order read, so a replay drop while the current datagram is a first arrival is a
+// false rejection.
 type replayAudit struct {
 	Hooks
-	conn  *recordingConn
-	false atomic.Int64
+	conn          *recordingConn
+	false         atomic.Int64
+	currentRepeat atomic.Bool
+}
+
+func (a *replayAudit) PacketReceived(k PacketKind, n int) {
+	a.currentRepeat.Store(a.conn.next())
+	a.Hooks.PacketReceived(k, n)
 }
 
 func (a *replayAudit) Dropped(r DropReason) {
-	if r == DropReplay && !a.conn.lastWasRepeat.Load() {
+	if r == DropReplay && !a.currentRepeat.Load() {
 		a.false.Add(1)
 	}
 	a.Hooks.Dropped(r)
@@ -271,6 +340,21 @@ func (c *impairedConn) WriteTo(b []byte, addr netip.AddrPort) error {
 		}
 	}
 	return nil
+}
+
+// ReadBatch passes reads through (only sends are impaired), batched when the wrapped conn can.
+func (c *impairedConn) ReadBatch(msgs []Datagram) (int, error) {
+	return readBatchOf(c.PacketConn, msgs)
+}
+
+// WriteBatch impairs each datagram as WriteTo does.
+func (c *impairedConn) WriteBatch(msgs []Datagram) (int, error) {
+	for i := range msgs {
+		if err := c.WriteTo(msgs[i].Buf, msgs[i].Addr); err != nil {
+			return i, err
+		}
+	}
+	return len(msgs), nil
 }
 
 func (c *impairedConn) Close() error {

@@ -55,7 +55,7 @@ func TestForgedTrafficAllocatesNothing(t *testing.T) {
 		"garbage":              bytes.Repeat([]byte{0xff}, 300),
 		"empty":                {},
 	} {
-		allocs := testing.AllocsPerRun(200, func() { s.handleDatagram(pkt, from, &sc) })
+		allocs := testing.AllocsPerRun(200, func() { s.handleDatagram(pkt, from, time.Now(), &sc) })
 		if allocs != 0 {
 			t.Errorf("%s: %v allocations per datagram", name, allocs)
 		}
@@ -83,7 +83,7 @@ func FuzzServerDatagram(f *testing.F) {
 		genuine := bytes.Equal(pkt, valid)
 		before := auth.lookups.Load() + key.unwraps.Load()
 		from := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, byte(rng.Uint32()), 1}), 999)
-		s.handleDatagram(pkt, from, &sc)
+		s.handleDatagram(pkt, from, time.Now(), &sc)
 		if !genuine && auth.lookups.Load()+key.unwraps.Load() != before {
 			t.Fatalf("a datagram that is not the genuine initiation reached key lookup or RSA: % x", pkt)
 		}

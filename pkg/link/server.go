@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -199,6 +198,7 @@ type Server struct {
 	commands   chan commandJob
 	sendPool   sync.Pool // *[]byte of MaxDatagramSize capacity
 	targetPool sync.Pool // *[]*serverSession, Broadcast's snapshot
+	batchPool  sync.Pool // *broadcastScratch
 	warn       *warnLimiter
 }
 
@@ -247,6 +247,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		warn:           newWarnLimiter(cfg.Logger, 10*time.Second),
 	}
 	s.sendPool.New = func() any { b := make([]byte, 0, MaxDatagramSize); return &b }
+	s.batchPool.New = func() any {
+		return &broadcastScratch{plain: make([]byte, 0, MaxPlaintextSize), bufs: make([]byte, BatchSize*MaxDatagramSize)}
+	}
 	s.targetPool.New = func() any { t := make([]*serverSession, 0, 16); return &t }
 	return s, nil
 }
@@ -279,23 +282,11 @@ func (s *Server) Run(ctx context.Context) error {
 
 // readLoop is the only reader of the socket.
 func (s *Server) readLoop() error {
-	buf := make([]byte, ReadBufferSize)
 	var scratch receiveScratch
 	scratch.out = make([]byte, 0, MaxDatagramSize)
-	for {
-		n, from, err := s.cfg.Conn.ReadFrom(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return err
-		}
-		s.handleDatagram(buf[:n], from, &scratch)
-	}
+	return readDatagrams(s.cfg.Conn, s.cfg.Now, func(pkt []byte, from netip.AddrPort, now time.Time) {
+		s.handleDatagram(pkt, from, now, &scratch)
+	})
 }
 
 // receiveScratch is the reader's reusable state, so a datagram costs no allocation.
@@ -306,7 +297,8 @@ type receiveScratch struct {
 
 // handleDatagram dispatches one received datagram. Everything it does for a datagram that
 // fails the PSK MAC or the AEAD is allocation-free.
-func (s *Server) handleDatagram(pkt []byte, from netip.AddrPort, sc *receiveScratch) {
+// now is when the datagram's batch was read.
+func (s *Server) handleDatagram(pkt []byte, from netip.AddrPort, now time.Time, sc *receiveScratch) {
 	typ, ok := PeekType(pkt)
 	if !ok || len(pkt) > MaxDatagramSize {
 		s.cfg.Hooks.PacketReceived(KindData, len(pkt))
@@ -316,7 +308,7 @@ func (s *Server) handleDatagram(pkt []byte, from netip.AddrPort, sc *receiveScra
 	switch typ {
 	case TypeData:
 		s.cfg.Hooks.PacketReceived(KindData, len(pkt))
-		s.handleData(pkt, from, sc.out[:0])
+		s.handleData(pkt, from, now, sc.out[:0])
 	case TypeInitiation:
 		s.cfg.Hooks.PacketReceived(KindInitiation, len(pkt))
 		s.handleInitiation(pkt, from, sc.out[:0], &sc.init)
@@ -487,7 +479,7 @@ func (s *Server) lookup(idx uint16) *serverSession {
 }
 
 // handleData authenticates a data datagram, then acts on its message.
-func (s *Server) handleData(pkt []byte, from netip.AddrPort, out []byte) {
+func (s *Server) handleData(pkt []byte, from netip.AddrPort, now time.Time, out []byte) {
 	h, err := ParseDataHeader(pkt)
 	if err != nil {
 		s.drop(DropMalformed)
@@ -498,7 +490,6 @@ func (s *Server) handleData(pkt []byte, from netip.AddrPort, out []byte) {
 		s.drop(DropUnknownSession)
 		return
 	}
-	now := s.cfg.Now()
 	if ss.expired(now) {
 		s.drop(DropExpired)
 		return
@@ -778,14 +769,7 @@ func (s *Server) Broadcast(payload []byte) (int, error) {
 	plain := AppendTelemetry((*bp)[:0], payload)
 	tp := s.targetPool.Get().(*[]*serverSession)
 	defer s.targetPool.Put(tp)
-	targets := (*tp)[:0]
-	s.mu.RLock()
-	for _, ss := range s.sessions {
-		if ss != nil && ss.confirmed && ss.supersededAt.IsZero() {
-			targets = append(targets, ss)
-		}
-	}
-	s.mu.RUnlock()
+	targets := s.broadcastTargets((*tp)[:0])
 	sent := 0
 	for i, ss := range targets {
 		if _, role := ss.login(); role != RoleNone && s.sealAndSend(ss, plain, KindTelemetry) {
@@ -795,6 +779,102 @@ func (s *Server) Broadcast(payload []byte) (int, error) {
 	}
 	*tp = targets[:0]
 	return sent, nil
+}
+
+// broadcastScratch is BroadcastBatch's reusable state: room for BatchSize sealed
+// datagrams, so a batch costs no allocation.
+type broadcastScratch struct {
+	plain []byte // one telemetry message, MaxPlaintextSize capacity
+	bufs  []byte // BatchSize * MaxDatagramSize
+	msgs  [BatchSize]Datagram
+}
+
+// BroadcastBatch sends each payload, in order, as telemetry to every logged-in operator's
+// current session, as calling Broadcast for each payload would, but hands the sealed
+// datagrams to the socket BatchSize at a time: one sendmmsg(2) per batch on Linux when the
+// Conn is a BatchConn (WriteTo for each otherwise). It returns how many datagrams went out
+// (payloads times operators when all succeed). A payload above MaxTelemetryPayload fails
+// the whole call with ErrTooLarge before anything is sent. Safe for concurrent use.
+func (s *Server) BroadcastBatch(payloads [][]byte) (int, error) {
+	for _, p := range payloads {
+		if len(p) > MaxTelemetryPayload {
+			return 0, ErrTooLarge
+		}
+	}
+	if len(payloads) == 0 {
+		return 0, nil
+	}
+	tp := s.targetPool.Get().(*[]*serverSession)
+	defer s.targetPool.Put(tp)
+	targets := s.broadcastTargets((*tp)[:0])
+	sc := s.batchPool.Get().(*broadcastScratch)
+	defer s.batchPool.Put(sc)
+	now := s.cfg.Now()
+	sent, k := 0, 0
+	for i, ss := range targets {
+		targets[i] = nil
+		if _, role := ss.login(); role == RoleNone {
+			continue
+		}
+		peer := ss.Peer()
+		for _, p := range payloads {
+			sc.plain = AppendTelemetry(sc.plain[:0], p)
+			pkt, err := ss.Seal(sc.bufs[k*MaxDatagramSize:k*MaxDatagramSize:(k+1)*MaxDatagramSize], sc.plain, now)
+			if err != nil {
+				break // this session can send no more (its counter is used up); rekey will follow
+			}
+			sc.msgs[k] = Datagram{Buf: pkt, Addr: peer}
+			if k++; k == BatchSize {
+				sent += s.sendBatch(sc.msgs[:k], KindTelemetry)
+				k = 0
+			}
+		}
+	}
+	sent += s.sendBatch(sc.msgs[:k], KindTelemetry)
+	*tp = targets[:0]
+	return sent, nil
+}
+
+// broadcastTargets appends the current, confirmed sessions to dst: a snapshot taken under
+// the read lock, so sealing and sending happen outside it.
+func (s *Server) broadcastTargets(dst []*serverSession) []*serverSession {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, ss := range s.sessions {
+		if ss != nil && ss.confirmed && ss.supersededAt.IsZero() {
+			dst = append(dst, ss)
+		}
+	}
+	return dst
+}
+
+// sendBatch writes msgs, skipping (and warning about) any the socket refuses, and returns
+// how many went out.
+func (s *Server) sendBatch(msgs []Datagram, kind PacketKind) int {
+	bc, batched := s.cfg.Conn.(BatchConn)
+	sent := 0
+	for len(msgs) > 0 {
+		n := 0
+		var err error
+		if batched {
+			n, err = bc.WriteBatch(msgs)
+		} else if err = s.cfg.Conn.WriteTo(msgs[0].Buf, msgs[0].Addr); err == nil {
+			n = 1
+		}
+		if n == 0 && err == nil {
+			err = io.ErrShortWrite // a Conn that makes no progress must not spin this loop
+		}
+		for _, m := range msgs[:n] {
+			s.cfg.Hooks.PacketSent(kind, len(m.Buf))
+		}
+		sent += n
+		msgs = msgs[n:]
+		if err != nil && len(msgs) > 0 {
+			s.warn.Warn("send failed", "to", msgs[0].Addr, "err", err)
+			msgs = msgs[1:]
+		}
+	}
+	return sent
 }
 
 // sendMessage seals plaintext on a session and sends it to the session's peer.
