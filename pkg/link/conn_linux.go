@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -28,8 +29,12 @@ import (
 // same destination with the same length (the last may be shorter) go down the stack as
 // one buffer that is cut into those datagrams at the bottom (by the NIC, or by the kernel
 // just before the driver). On the wire they are the same datagrams; the stack is
-// traversed once per run instead of once per datagram. If the kernel or the device
-// refuses segmentation (EIO), the socket stops using it and resends unsegmented.
+// traversed once per run instead of once per datagram. If the device cannot segment
+// (EIO), the socket stops using segmentation; if a segment does not fit the path MTU
+// (EMSGSIZE or EINVAL: an IPv4 path below 1228 bytes, or a learned path MTU, where a
+// single datagram would have been fragmented), that call resends unsegmented. Where the
+// system calls are missing or filtered (ENOSYS, or EPERM from a seccomp filter), the
+// socket falls back to one datagram per call for good.
 
 // A segmented send is one IP datagram before it is cut, so a run must stay below 64 KiB
 // (less headers), and each segment must fit the path MTU: runs are only made of datagrams
@@ -105,6 +110,7 @@ type batchIO struct {
 	raw    syscall.RawConn
 	inet6  bool        // the socket is AF_INET6 (dual-stack or IPv6), else AF_INET
 	gso    atomic.Bool // the kernel takes UDP_SEGMENT on this socket
+	single atomic.Bool // recvmmsg/sendmmsg are unavailable: one datagram per call
 	readMu sync.Mutex  // one reader at a time owns readBatch
 	read   *mmsgBatch
 	pool   sync.Pool // *mmsgBatch for writers, which may be concurrent
@@ -138,7 +144,7 @@ func newBatchIO(c *net.UDPConn) *batchIO {
 
 // ReadBatch implements BatchConn with one recvmmsg(2).
 func (u *UDPConn) ReadBatch(msgs []Datagram) (int, error) {
-	if u.batch == nil {
+	if u.batch == nil || u.batch.single.Load() {
 		return u.readOne(msgs)
 	}
 	if len(msgs) == 0 {
@@ -157,8 +163,12 @@ func (u *UDPConn) ReadBatch(msgs []Datagram) (int, error) {
 	if err := bio.raw.Read(b.recvFn); err != nil {
 		return 0, err
 	}
+	if b.errno == unix.ENOSYS || b.errno == unix.EPERM {
+		bio.single.Store(true) // no recvmmsg here (old kernel, emulator, seccomp)
+		return u.readOne(msgs)
+	}
 	if b.errno != 0 {
-		return 0, os.NewSyscallError("recvmmsg", b.errno)
+		return 0, &net.OpError{Op: "read", Net: "udp", Source: u.conn.LocalAddr(), Err: os.NewSyscallError("recvmmsg", b.errno)}
 	}
 	for i := range b.done {
 		msgs[i].N = int(b.hdrs[i].Len)
@@ -169,16 +179,16 @@ func (u *UDPConn) ReadBatch(msgs []Datagram) (int, error) {
 
 // WriteBatch implements BatchConn with sendmmsg(2), BatchSize datagrams per call.
 func (u *UDPConn) WriteBatch(msgs []Datagram) (int, error) {
-	if u.batch == nil {
+	if u.batch == nil || u.batch.single.Load() {
 		return u.writeEach(msgs)
 	}
 	bio := u.batch
 	b := bio.pool.Get().(*mmsgBatch)
 	defer bio.pool.Put(b)
 	sent := 0
+	gso := bio.gso.Load()
 	for sent < len(msgs) {
 		chunk := msgs[sent:min(len(msgs), sent+BatchSize)]
-		gso := bio.gso.Load()
 		b.count = b.pack(chunk, bio.inet6, gso)
 		if b.count == 0 {
 			return sent, &net.OpError{Op: "write", Net: "udp", Addr: net.UDPAddrFromAddrPort(chunk[0].Addr),
@@ -187,17 +197,35 @@ func (u *UDPConn) WriteBatch(msgs []Datagram) (int, error) {
 		if err := bio.raw.Write(b.sendFn); err != nil {
 			return sent, err
 		}
-		if b.errno == unix.EIO && gso {
-			bio.gso.Store(false) // the device cannot segment: resend this chunk unsegmented
-			continue
-		}
 		for h := range b.done {
 			sent += b.segs[h]
 		}
-		if b.errno != 0 {
-			return sent, &net.OpError{Op: "write", Net: "udp", Addr: net.UDPAddrFromAddrPort(msgs[sent].Addr),
-				Err: os.NewSyscallError("sendmmsg", b.errno)}
+		switch errno := b.errno; {
+		case errno == 0:
+			continue
+		case gso && b.segs[0] > 1 && errno == unix.EIO:
+			bio.gso.Store(false) // the device cannot segment: stop, and resend unsegmented
+			gso = false
+			continue
+		case gso && b.segs[0] > 1 && (errno == unix.EMSGSIZE || errno == unix.EINVAL):
+			gso = false // a segment is over the path MTU: this call goes unsegmented
+			continue
+		case errno == unix.ENOSYS:
+			bio.single.Store(true)
+			n, err := u.writeEach(msgs[sent:])
+			return sent + n, err
+		case errno == unix.EPERM:
+			// A firewall refusing the destination, or a seccomp filter refusing sendmmsg:
+			// try the datagram alone. If that works, it was the system call.
+			if err := u.WriteTo(msgs[sent].Buf, msgs[sent].Addr); err != nil {
+				return sent, err
+			}
+			bio.single.Store(true)
+			n, err := u.writeEach(msgs[sent+1:])
+			return sent + 1 + n, err
 		}
+		return sent, &net.OpError{Op: "write", Net: "udp", Source: u.conn.LocalAddr(),
+			Addr: net.UDPAddrFromAddrPort(msgs[sent].Addr), Err: os.NewSyscallError("sendmmsg", b.errno)}
 	}
 	return sent, nil
 }
@@ -301,10 +329,46 @@ func putSockaddr(sa *unix.RawSockaddrInet6, to netip.AddrPort, inet6 bool) (uint
 	return unix.SizeofSockaddrInet6, true
 }
 
-// zoneName is a scope id as a zone: its number, which the net package accepts as a zone
-// like an interface name, without an interface lookup for every datagram.
+// zones maps IPv6 scope ids to interface names and back, as the net package does for
+// ReadFrom and WriteTo (whose cache is not exported): so a link-local peer has the same
+// address, "fe80::1%wlan0", on the batched and unbatched paths, and a datagram from or to
+// one costs a map lookup, not an interface listing. It is refreshed at most once a minute,
+// when a lookup misses.
+var zones struct {
+	sync.Mutex
+	byIndex   map[uint32]string
+	byName    map[string]uint32
+	refreshed time.Time
+}
+
+// zoneLookup runs find on the current table, refreshing it first if it is older than a
+// minute and find misses.
+func zoneLookup(find func() bool) {
+	zones.Lock()
+	defer zones.Unlock()
+	if find() || time.Since(zones.refreshed) < time.Minute && zones.byIndex != nil {
+		return
+	}
+	zones.byIndex, zones.byName = map[uint32]string{}, map[string]uint32{}
+	zones.refreshed = time.Now()
+	if ifs, err := net.Interfaces(); err == nil {
+		for _, ifi := range ifs {
+			zones.byIndex[uint32(ifi.Index)] = ifi.Name
+			zones.byName[ifi.Name] = uint32(ifi.Index)
+		}
+	}
+	find()
+}
+
+// zoneName is the interface name for a scope id, or its number (which the net package
+// also accepts as a zone) when no interface has it.
 func zoneName(index uint32) string {
-	return strconv.FormatUint(uint64(index), 10)
+	var name string
+	zoneLookup(func() bool { name = zones.byIndex[index]; return name != "" })
+	if name == "" {
+		return strconv.FormatUint(uint64(index), 10)
+	}
+	return name
 }
 
 // zoneIndex is the scope id for a zone given by interface name or number; 0 if unknown.
@@ -312,8 +376,7 @@ func zoneIndex(zone string) uint32 {
 	if n, err := strconv.ParseUint(zone, 10, 32); err == nil {
 		return uint32(n)
 	}
-	if ifi, err := net.InterfaceByName(zone); err == nil {
-		return uint32(ifi.Index)
-	}
-	return 0
+	var index uint32
+	zoneLookup(func() bool { index = zones.byName[zone]; return index != 0 })
+	return index
 }

@@ -6,9 +6,14 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"slices"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestPackGroupsSegmentationRuns: which datagrams share one segmented send. A run is
@@ -132,5 +137,125 @@ func TestSockaddrRoundTrip(t *testing.T) {
 	b := newMmsgBatch()
 	if got := parseSockaddr(&b.names[0], 0); got.IsValid() {
 		t.Fatalf("an empty address parsed as %v", got)
+	}
+}
+
+// inLoopbackNetns runs open on a thread in a new network namespace whose loopback is up
+// with the given MTU; sockets it opens live there and can then be used from any
+// goroutine. It skips where namespaces cannot be made (not root). The thread is never
+// returned to the scheduler: it ends with its goroutine.
+func inLoopbackNetns(t *testing.T, mtu uint32, open func() error) {
+	t.Helper()
+	done := make(chan string, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with this goroutine
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			done <- "cannot make a network namespace: " + err.Error()
+			return
+		}
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		defer unix.Close(fd)
+		ifr, err := unix.NewIfreq("lo")
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		ifr.SetUint32(mtu)
+		if err := unix.IoctlIfreq(fd, unix.SIOCSIFMTU, ifr); err != nil {
+			done <- "set MTU: " + err.Error()
+			return
+		}
+		ifr.SetUint16(unix.IFF_UP | unix.IFF_LOOPBACK | unix.IFF_RUNNING)
+		if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+			done <- "bring lo up: " + err.Error()
+			return
+		}
+		if err := open(); err != nil {
+			done <- err.Error()
+			return
+		}
+		done <- ""
+	}()
+	if msg := <-done; msg != "" {
+		if os.Geteuid() != 0 {
+			t.Skip(msg)
+		}
+		t.Fatal(msg)
+	}
+}
+
+// TestUDPConnSegmentsOverPathMTU: on a path whose MTU is below a segment (here loopback
+// at 1000 bytes, like an IPv4 radio or tunnel link), a segmented send is refused by the
+// kernel where single datagrams would be fragmented. WriteBatch must resend unsegmented
+// and deliver every datagram, as WriteTo would.
+func TestUDPConnSegmentsOverPathMTU(t *testing.T) {
+	var rx, tx *UDPConn
+	inLoopbackNetns(t, 1000, func() (err error) {
+		if rx, err = ListenUDP("127.0.0.1:0"); err != nil {
+			return err
+		}
+		tx, err = ListenUDP("127.0.0.1:0")
+		return err
+	})
+	defer rx.Close()
+	defer tx.Close()
+	if !tx.batch.gso.Load() {
+		t.Skip("this kernel has no UDP_SEGMENT")
+	}
+	msgs := make([]Datagram, 8)
+	for i := range msgs {
+		msgs[i] = Datagram{Buf: bytes.Repeat([]byte{byte(i)}, 1100), Addr: rx.LocalAddr()}
+	}
+	msgs = append(msgs, Datagram{Buf: []byte("small"), Addr: rx.LocalAddr()})
+	n, err := tx.WriteBatch(msgs)
+	if n != len(msgs) || err != nil {
+		t.Fatalf("WriteBatch = %d, %v; want all %d sent", n, err, len(msgs))
+	}
+	got, _ := readAll(t, rx, len(msgs))
+	for i := range msgs {
+		if !bytes.Equal(got[i], msgs[i].Buf) {
+			t.Fatalf("datagram %d: %d bytes, want %d", i, len(got[i]), len(msgs[i].Buf))
+		}
+	}
+	if !tx.batch.gso.Load() {
+		t.Error("one path's MTU turned segmentation off for the whole socket")
+	}
+}
+
+// TestZoneNames: scope ids and interface names map both ways, as the net package's own
+// zone cache does, and unknown ones fall back to the number.
+func TestZoneNames(t *testing.T) {
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Skip("no lo interface")
+	}
+	if got := zoneName(uint32(lo.Index)); got != "lo" {
+		t.Errorf("zoneName(%d) = %q, want lo", lo.Index, got)
+	}
+	if got := zoneIndex("lo"); got != uint32(lo.Index) {
+		t.Errorf("zoneIndex(lo) = %d, want %d", got, lo.Index)
+	}
+	if got := zoneIndex("17"); got != 17 {
+		t.Errorf("zoneIndex(17) = %d", got)
+	}
+	if got := zoneName(987654); got != "987654" {
+		t.Errorf("zoneName of an unknown index = %q", got)
+	}
+	if got := zoneIndex("no-such-interface"); got != 0 {
+		t.Errorf("zoneIndex of an unknown name = %d", got)
+	}
+	// A link-local destination with a named zone survives the round trip.
+	b := newMmsgBatch()
+	to := netip.AddrPortFrom(netip.MustParseAddr("fe80::1").WithZone("lo"), 9)
+	n, ok := putSockaddr(&b.names[0], to, true)
+	if !ok {
+		t.Fatal("putSockaddr refused a link-local destination")
+	}
+	if got := parseSockaddr(&b.names[0], n); got != to {
+		t.Fatalf("%v came back as %v", to, got)
 	}
 }

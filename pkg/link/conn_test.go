@@ -28,9 +28,10 @@ func listenOrSkip(t *testing.T, address string) *UDPConn {
 }
 
 // batchPayload is datagram i of a test batch: sizes cycle through empty, small and the
-// largest valid datagram, and the content names its index.
+// largest valid datagram, with runs of equal sizes (sent segmented where the kernel can),
+// and the content names its index.
 func batchPayload(i int) []byte {
-	sizes := []int{0, 1, 64, 300, MaxDatagramSize}
+	sizes := []int{0, 1, 64, 64, 64, 300, 300, 200, MaxDatagramSize, MaxDatagramSize}
 	p := make([]byte, sizes[i%len(sizes)])
 	for j := range p {
 		p[j] = byte(i + j)
@@ -319,7 +320,12 @@ func TestBroadcastBatch(t *testing.T) {
 			}
 			batch := make([][]byte, payloads)
 			for i := range batch {
-				batch[i] = fmt.Appendf(nil, "telemetry %03d %s", i, bytes.Repeat([]byte{'x'}, i))
+				// Two batches' worth of equal sizes (segmented runs on Linux), then growing ones.
+				pad := 40
+				if i >= 2*BatchSize {
+					pad = i
+				}
+				batch[i] = fmt.Appendf(nil, "telemetry %03d %s", i, bytes.Repeat([]byte{'x'}, pad))
 			}
 			sentBefore := r.hooks.Sent[KindTelemetry].Load()
 			n, err := r.server.BroadcastBatch(batch)

@@ -184,7 +184,8 @@ type recordingConn struct {
 	mu      sync.Mutex
 	seen    map[[32]byte]bool
 	repeats int
-	pending []bool // per datagram read and not yet handled: was it a repeat?
+	audited bool   // a replayAudit consumes pending
+	pending []bool // per non-empty datagram read and not yet handled: was it a repeat?
 }
 
 func newRecordingConn(c PacketConn) *recordingConn {
@@ -212,10 +213,13 @@ func (r *recordingConn) WriteBatch(msgs []Datagram) (int, error) {
 }
 
 func (r *recordingConn) record(pkt []byte) {
+	if len(pkt) == 0 {
+		return // never data, never a repeat; its PacketReceived has size 0 and pops nothing
+	}
 	repeat := false
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(pkt) > 0 && pkt[0] == typeByte(TypeData) {
+	if pkt[0] == typeByte(TypeData) {
 		sum := sha256.Sum256(pkt)
 		repeat = r.seen[sum]
 		if repeat {
@@ -223,11 +227,15 @@ func (r *recordingConn) record(pkt []byte) {
 		}
 		r.seen[sum] = true
 	}
-	r.pending = append(r.pending, repeat)
+	if r.audited {
+		r.pending = append(r.pending, repeat)
+	}
 }
 
 // next is whether the next datagram to be handled was a repeat. Endpoints call
-// Hooks.PacketReceived once for every datagram, in the order read, before anything else.
+// Hooks.PacketReceived with the datagram's size once for every datagram, in the order
+// read, before anything else (and again with size 0 for the message inside a decrypted
+// data datagram, which replayAudit does not count).
 func (r *recordingConn) next() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -270,7 +278,7 @@ func writeBatchOf(c PacketConn, msgs []Datagram) (int, error) {
 
 // replayAudit wraps an endpoint's hooks: the endpoint's single reader handles each datagram
 // in the order read, so a replay drop while the current datagram is a first arrival is a
-// false rejection.
+// false rejection. Attach it to the endpoint's recordingConn before traffic flows.
 type replayAudit struct {
 	Hooks
 	conn          *recordingConn
@@ -278,8 +286,17 @@ type replayAudit struct {
 	currentRepeat atomic.Bool
 }
 
+func (a *replayAudit) attach(c *recordingConn) {
+	c.mu.Lock()
+	c.audited = true
+	c.mu.Unlock()
+	a.conn = c
+}
+
 func (a *replayAudit) PacketReceived(k PacketKind, n int) {
-	a.currentRepeat.Store(a.conn.next())
+	if n > 0 { // the datagram itself, not the message inside a decrypted one
+		a.currentRepeat.Store(a.conn.next())
+	}
 	a.Hooks.PacketReceived(k, n)
 }
 

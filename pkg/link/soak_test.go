@@ -38,7 +38,7 @@ func TestLossySoak(t *testing.T) {
 		c.Hooks = serverAudit
 		c.DedupCapacity = 1 << 20
 	})
-	serverAudit.conn = r.conn
+	serverAudit.attach(r.conn)
 
 	deadline := time.Now().Add(*soakDuration)
 	var acked, failed atomic.Int64
@@ -50,7 +50,8 @@ func TestLossySoak(t *testing.T) {
 			t.Fatal(err)
 		}
 		rec := newRecordingConn(conn)
-		audit := &replayAudit{Hooks: &Counters{}, conn: rec}
+		audit := &replayAudit{Hooks: &Counters{}}
+		audit.attach(rec)
 		audits = append(audits, audit)
 		cfg := clientConfig(rec, r.address, op)
 		cfg.Hooks = audit
