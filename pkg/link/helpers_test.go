@@ -186,13 +186,45 @@ type recordingConn struct {
 	repeats int
 	audited bool   // a replayAudit consumes pending
 	pending []bool // per non-empty datagram read and not yet handled: was it a repeat?
+
+	returned uint64              // datagrams handed to the endpoint's reader
+	handled  uint64              // of those, how many it has finished with (it asked for more)
+	lastAt   map[[32]byte]uint64 // datagram digest -> its last position in returned (1-based)
 }
 
 func newRecordingConn(c PacketConn) *recordingConn {
-	return &recordingConn{PacketConn: c, seen: map[[32]byte]bool{}}
+	return &recordingConn{PacketConn: c, seen: map[[32]byte]bool{}, lastAt: map[[32]byte]uint64{}}
+}
+
+// entered notes that the reader asks for more: it has handled everything returned so far
+// (the endpoints' read loop handles a whole batch before it reads again).
+func (r *recordingConn) entered() {
+	r.mu.Lock()
+	r.handled = r.returned
+	r.mu.Unlock()
+}
+
+// waitHandled waits until the reader has finished with pkt, returned after position start.
+func (r *recordingConn) waitHandled(t *testing.T, pkt []byte, start uint64) {
+	t.Helper()
+	sum := sha256.Sum256(pkt)
+	waitFor(t, "the endpoint to handle the datagram", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		at := r.lastAt[sum]
+		return at > start && r.handled >= at
+	})
+}
+
+// position is how many datagrams the reader has been handed so far.
+func (r *recordingConn) position() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.returned
 }
 
 func (r *recordingConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
+	r.entered()
 	n, a, err := r.PacketConn.ReadFrom(b)
 	if err == nil {
 		r.record(b[:n])
@@ -201,6 +233,7 @@ func (r *recordingConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 }
 
 func (r *recordingConn) ReadBatch(msgs []Datagram) (int, error) {
+	r.entered()
 	n, err := readBatchOf(r.PacketConn, msgs)
 	for i := range n {
 		r.record(msgs[i].Buf[:msgs[i].N])
@@ -213,12 +246,14 @@ func (r *recordingConn) WriteBatch(msgs []Datagram) (int, error) {
 }
 
 func (r *recordingConn) record(pkt []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.returned++
+	r.lastAt[sha256.Sum256(pkt)] = r.returned
 	if len(pkt) == 0 {
 		return // never data, never a repeat; its PacketReceived has size 0 and pops nothing
 	}
 	repeat := false
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	if pkt[0] == typeByte(TypeData) {
 		sum := sha256.Sum256(pkt)
 		repeat = r.seen[sum]
