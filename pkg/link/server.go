@@ -794,7 +794,10 @@ type broadcastScratch struct {
 // datagrams to the socket BatchSize at a time: one sendmmsg(2) per batch on Linux when the
 // Conn is a BatchConn (WriteTo for each otherwise). It returns how many datagrams went out
 // (payloads times operators when all succeed). A payload above MaxTelemetryPayload fails
-// the whole call with ErrTooLarge before anything is sent. Safe for concurrent use.
+// the whole call with ErrTooLarge before anything is sent. The operators are those of one
+// snapshot taken at the start of the call (as with Broadcast), so pass batches of about
+// BatchSize, not a long backlog, for a revocation to take effect between them. Safe for
+// concurrent use.
 func (s *Server) BroadcastBatch(payloads [][]byte) (int, error) {
 	for _, p := range payloads {
 		if len(p) > MaxTelemetryPayload {
