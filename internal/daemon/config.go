@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,7 +64,10 @@ func applyFile(fs *pflag.FlagSet, path string) error {
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
-			return fmt.Errorf("config %s: line %d: %s", path, perr.Position.Line, perr.Message)
+			// The parser quotes the offending input, which may hold a newline: keep the
+			// error on one line.
+			msg := strconv.QuoteToGraphic(perr.Message)
+			return fmt.Errorf("config %s: line %d: %s", path, perr.Position.Line, msg[1:len(msg)-1])
 		}
 		return fmt.Errorf("config %s: %w", path, unwrapPathError(err))
 	}
