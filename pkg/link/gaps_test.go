@@ -387,24 +387,7 @@ func TestNoTelemetryWithoutLogin(t *testing.T) {
 // listen for its answers.
 func gapDirectServer(t *testing.T, clock *fakeClock) (*Server, *fakenet.Network, *Counters) {
 	t.Helper()
-	testKeys(t)
-	n, err := fakenet.New(fakenet.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	conn, err := n.Listen(droneAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth := newTestAuth()
-	auth.add("alice", "alice-pw", RolePilot, testOp1)
-	hooks := &Counters{}
-	s, err := NewServer(ServerConfig{Conn: conn, PSK: testPSK, DroneKey: NewDroneKey(testDrone), Auth: auth, Hooks: hooks,
-		Now: clock.Now, Handler: newExecLog().handler})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, n, _, _, hooks := directServerOn(t, func(c *ServerConfig) { c.Now = clock.Now })
 	return s, n, hooks
 }
 

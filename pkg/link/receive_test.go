@@ -14,6 +14,14 @@ import (
 // directServer is a Server whose receive path the test drives by hand: no reader goroutine.
 func directServer(t testing.TB) (*Server, *testAuth, *countingDroneKey, *Counters) {
 	t.Helper()
+	s, _, auth, key, hooks := directServerOn(t, nil)
+	return s, auth, key, hooks
+}
+
+// directServerOn is directServer with its fake network (where an operator can listen for
+// the drone's answers) and the config changed by mutate, if not nil.
+func directServerOn(t testing.TB, mutate func(*ServerConfig)) (*Server, *fakenet.Network, *testAuth, *countingDroneKey, *Counters) {
+	t.Helper()
 	testKeys(t)
 	n, err := fakenet.New(fakenet.Config{})
 	if err != nil {
@@ -28,12 +36,16 @@ func directServer(t testing.TB) (*Server, *testAuth, *countingDroneKey, *Counter
 	auth.add("alice", "alice-pw", RolePilot, testOp1)
 	key := &countingDroneKey{DroneKey: NewDroneKey(testDrone)}
 	hooks := &Counters{}
-	s, err := NewServer(ServerConfig{Conn: conn, PSK: testPSK, DroneKey: key, Auth: auth, Hooks: hooks,
-		Handler: func(context.Context, Command) (AckStatus, []byte) { return AckOK, nil }})
+	cfg := ServerConfig{Conn: conn, PSK: testPSK, DroneKey: key, Auth: auth, Hooks: hooks,
+		Handler: func(context.Context, Command) (AckStatus, []byte) { return AckOK, nil }}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	s, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, auth, key, hooks
+	return s, n, auth, key, hooks
 }
 
 // A datagram without a valid PSK MAC or AEAD tag costs the drone no allocation beyond the
