@@ -320,6 +320,11 @@ func (p passwordChecker) CheckPassword(user string, password []byte) (link.Role,
 	return p.db.Load().CheckPassword(user, password)
 }
 
+// UserRole implements dtlslink.PasswordChecker.
+func (p passwordChecker) UserRole(user string) (link.Role, link.LoginStatus) {
+	return p.db.Load().UserRole(user)
+}
+
 // execute is the command handler: print, forward, acknowledge.
 func (d *daemon) execute(_ context.Context, cmd link.Command) (link.AckStatus, []byte) {
 	text := printable(cmd.Payload)

@@ -2,8 +2,6 @@ package dtlslink
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/pion/dtls/v3"
 
+	"github.com/dronelink/dronelink/pkg/app"
 	"github.com/dronelink/dronelink/pkg/crypto"
 	"github.com/dronelink/dronelink/pkg/link"
 )
@@ -21,52 +20,26 @@ import (
 // drops the peer's Finished without an alert, so it shows as no answer.
 var ErrHandshakeRefused = errors.New("drone refused the DTLS handshake")
 
-// clientTick is how often the client looks at its timers.
-const clientTick = 50 * time.Millisecond
-
 // redialTimeout bounds one attempt to set up a new association after the link was lost.
 const redialTimeout = 10 * time.Second
 
-// pendingCommand is a command awaiting its acknowledgement.
-type pendingCommand struct {
-	id       uint64
-	payload  []byte
-	first    time.Time
-	next     time.Time
-	attempts int
-	done     chan link.Ack
-}
-
-// Client is an operator's DTLS endpoint: it sets up a DTLS 1.2 PSK association with the
-// drone, logs in, sends commands until acknowledged and receives telemetry. When the link
-// is lost it sets up a new association and logs in again. Its methods are those of
-// *link.Client that the command-line tool uses. Safe for concurrent use.
+// Client is an operator's DTLS endpoint: the DTLS 1.2 PSK channel to the drone (a new
+// association when the link is lost) under the application layer (app.Client: login,
+// commands until acknowledged, telemetry), whose methods it has. Safe for concurrent use.
 type Client struct {
+	*app.Client
+	up     app.ClientUpcalls
 	cfg    ClientConfig
 	psk    crypto.PSK
-	ctx    context.Context // ends at Close
+	ctx    context.Context // ends at Shutdown
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu          sync.Mutex
-	conn        *dtls.Conn
-	pc          *clientConn
-	fatal       error
-	fatalCh     chan struct{}
-	role        link.Role
-	loggedIn    bool // the current association is logged in
-	loginID     uint64
-	loginWanted bool
-	loginNext   time.Time
-	loginTries  int
-	loginStatus chan link.LoginStatus
-	loginLast   link.LoginStatus
-	pending     map[uint64]*pendingCommand
-	lastRecv    time.Time
-	lastSend    time.Time
-	linkUp      bool
-	redialing   bool
-	closed      bool
+	mu        sync.Mutex
+	conn      *dtls.Conn
+	pc        *clientConn
+	redialing bool
+	closed    bool
 }
 
 // Dial sets up a DTLS association with the drone and logs in, retransmitting over a lossy
@@ -78,25 +51,25 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	c := &Client{
-		cfg:         cfg,
-		psk:         cfg.PSK,
-		ctx:         runCtx,
-		cancel:      cancel,
-		fatalCh:     make(chan struct{}),
-		loginStatus: make(chan link.LoginStatus, 1),
-		pending:     make(map[uint64]*pendingCommand),
+	c := &Client{cfg: cfg, psk: cfg.PSK, ctx: runCtx, cancel: cancel}
+	c.Client, c.up, err = app.NewClient(app.ClientConfig{
+		Channel: c, User: cfg.User, Password: cfg.Password, Logger: cfg.Logger, Hooks: cfg.Hooks,
+		KeepaliveInterval: cfg.KeepaliveInterval, OnTelemetry: cfg.OnTelemetry, OnEvent: cfg.OnEvent,
+	})
+	if err != nil {
+		cancel()
+		crypto.Wipe(c.psk[:])
+		return nil, fmt.Errorf("dtlslink: %w", err)
 	}
 	conn, pc, err := c.connect(ctx)
 	if err != nil {
-		cancel()
-		c.wipe()
+		c.up.Abort()
 		return nil, err
 	}
 	c.install(conn, pc)
-	c.wg.Go(c.timerLoop)
-	if err := c.waitLogin(ctx); err != nil {
-		c.shutdown(false)
+	c.up.Start()
+	if err := c.up.WaitLogin(ctx); err != nil {
+		c.up.Abort()
 		return nil, err
 	}
 	return c, nil
@@ -153,193 +126,70 @@ func (c *Client) connect(ctx context.Context) (*dtls.Conn, *clientConn, error) {
 	return conn, pc, nil
 }
 
-// install makes a fresh association the current one, logs in on it and starts its reader.
+// install makes a fresh association the current one, starts its reader and has the
+// application layer log in on it.
 func (c *Client) install(conn *dtls.Conn, pc *clientConn) {
 	c.mu.Lock()
-	if c.closed || c.fatal != nil {
+	if c.closed {
 		c.mu.Unlock()
 		conn.Close()
 		return
 	}
 	old := c.conn
 	c.conn, c.pc = conn, pc
-	now := time.Now()
-	c.lastRecv, c.lastSend = now, now
-	c.loggedIn = false
-	c.loginWanted, c.loginID, c.loginTries = true, randomID(), 0
-	c.setLinkLocked(true)
-	c.sendLoginLocked(now)
 	c.mu.Unlock()
 	if old != nil {
 		old.Close()
 	}
 	c.wg.Go(func() { c.readLoop(conn) })
+	c.up.Established(false, time.Now())
 }
 
-// waitLogin waits for the first login answer.
-func (c *Client) waitLogin(ctx context.Context) error {
-	select {
-	case status := <-c.loginStatus:
-		if status == link.LoginOK {
-			return nil
-		}
-		return &link.LoginError{Status: status}
-	case <-c.fatalCh:
-		return c.Err()
-	case <-ctx.Done():
-		return c.noAnswer(ctx.Err())
-	}
-}
-
-// noAnswer explains a timeout.
-func (c *Client) noAnswer(cause error) error {
+// Send implements app.ClientChannel: one application message as one DTLS record on the
+// current association.
+func (c *Client) Send(plain []byte, kind link.PacketKind) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch {
-	case c.role == link.RoleNone && c.loginLast != link.LoginOK:
-		return fmt.Errorf("%w (still refused when time ran out)", &link.LoginError{Status: c.loginLast})
-	case c.role == link.RoleNone:
-		return fmt.Errorf("no answer to the login: %w", cause)
-	}
-	return fmt.Errorf("no acknowledgement from the drone: %w", cause)
-}
-
-// Role is the role the drone granted at login.
-func (c *Client) Role() link.Role {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.role
-}
-
-// Done is closed when the session ends for good (the drone closed it or refused the
-// login, or Close was called); Err then says why.
-func (c *Client) Done() <-chan struct{} { return c.fatalCh }
-
-// Err is why the client stopped, or nil while it runs.
-func (c *Client) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.fatal
-}
-
-// failLocked records a final error and wakes every waiter.
-func (c *Client) failLocked(err error) {
-	if c.fatal == nil {
-		c.fatal = err
-		close(c.fatalCh)
-	}
-}
-
-// Command sends payload as one command and waits for its acknowledgement, retransmitting
-// with backoff until then or until ctx ends (at most link.MaxCommandLifetime). The drone
-// executes it at most once however often it is retransmitted.
-func (c *Client) Command(ctx context.Context, payload []byte) (link.Ack, error) {
-	if len(payload) > link.MaxCommandPayload {
-		return link.Ack{}, link.ErrTooLarge
-	}
-	ctx, cancel := context.WithTimeout(ctx, link.MaxCommandLifetime)
-	defer cancel()
-	now := time.Now()
-	p := &pendingCommand{id: randomID(), payload: append([]byte(nil), payload...), first: now, done: make(chan link.Ack, 1)}
-	c.mu.Lock()
-	if c.fatal != nil || c.closed {
-		err := c.fatal
-		c.mu.Unlock()
-		if err == nil {
-			err = link.ErrClosed
-		}
-		return link.Ack{}, err
-	}
-	c.pending[p.id] = p
-	c.transmitLocked(p, now)
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.pending, p.id)
-		c.mu.Unlock()
-	}()
-	select {
-	case ack := <-p.done:
-		return ack, nil
-	case <-c.fatalCh:
-		return link.Ack{}, c.Err()
-	case <-ctx.Done():
-		return link.Ack{}, c.noAnswer(ctx.Err())
-	}
-}
-
-// transmitLocked sends a pending command if the association is logged in and schedules
-// its retry.
-func (c *Client) transmitLocked(p *pendingCommand, now time.Time) {
-	p.next = now.Add(link.RetryDelay(p.attempts, link.RequestRetryInitial, link.RequestRetryMax))
-	if c.conn == nil || !c.loggedIn {
-		return
-	}
-	p.attempts++
-	if p.attempts > 1 {
-		c.event(link.Event{Kind: link.EventCommandRetry, Attempt: p.attempts})
-	}
-	c.sendLocked(link.AppendCommand(nil, p.id, p.payload), link.KindCommand, now)
-}
-
-func (c *Client) sendLoginLocked(now time.Time) {
-	c.loginTries++
-	c.loginNext = now.Add(link.RetryDelay(c.loginTries-1, link.RequestRetryInitial, link.RequestRetryMax))
-	c.sendLocked(link.AppendLogin(nil, c.loginID, c.cfg.User, c.cfg.Password), link.KindLogin, now)
-	c.event(link.Event{Kind: link.EventLoginSent, Attempt: c.loginTries})
-}
-
-// sendLocked writes one application message as one DTLS record on the current association.
-func (c *Client) sendLocked(plain []byte, kind link.PacketKind, now time.Time) {
-	if c.conn == nil {
-		return
+	if c.conn == nil || c.closed {
+		return false
 	}
 	c.pc.sendKind.Store(uint32(kind))
 	_, err := c.conn.Write(plain)
 	c.pc.sendKind.Store(noKind)
 	if err != nil {
 		c.cfg.Logger.Debug("send failed", "err", err)
-		return
+		return false
 	}
-	c.lastSend = now
+	return true
 }
 
-// Close tells the drone the session is over and stops the client.
-func (c *Client) Close() error {
-	c.shutdown(true)
-	return nil
-}
-
-func (c *Client) shutdown(notify bool) {
+// Reconnect implements app.ClientChannel: set up a new association in the background.
+func (c *Client) Reconnect() {
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return
-	}
+	defer c.mu.Unlock()
+	c.startRedialLocked()
+}
+
+// NoSession implements app.ClientChannel. Dial returns the handshake's own error, so once
+// the application layer runs there is always an association.
+func (c *Client) NoSession(error) error { return nil }
+
+// Shutdown implements app.ClientChannel: stop the goroutines, close the association (with
+// close_notify unless the drone is already gone) and wipe the PSK.
+func (c *Client) Shutdown(droneGone bool) {
+	c.mu.Lock()
 	c.closed = true
-	if notify && c.fatal == nil {
-		c.sendLocked(link.AppendClose(nil, link.CloseNormal), link.KindClose, time.Now())
-	}
-	var closedByDrone *link.ClosedError
-	byDrone := errors.As(c.fatal, &closedByDrone)
-	c.failLocked(link.ErrClosed)
 	conn, pc := c.conn, c.pc
 	c.mu.Unlock()
 	c.cancel()
 	if conn != nil {
-		if byDrone {
+		if droneGone {
 			// The drone has forgotten the association: no close_notify to it.
 			pc.UDPConn.Close()
 		}
 		conn.Close()
 	}
 	c.wg.Wait()
-	c.wipe()
-}
-
-// wipe clears the secrets the client holds.
-func (c *Client) wipe() {
-	crypto.Wipe(c.cfg.Password)
 	crypto.Wipe(c.psk[:])
 }
 
@@ -350,175 +200,31 @@ func (c *Client) event(e link.Event) {
 }
 
 // readLoop reads one association's messages until it ends. If it was the current one and
-// the client still runs, the link counts as lost and a new association is set up.
+// the client still runs, a new association is set up at once: the drone ended this one
+// (it restarted, or forgot it).
 func (c *Client) readLoop(conn *dtls.Conn) {
 	buf := make([]byte, readBufferSize)
 	for {
 		n, err := conn.Read(buf)
 		if err != nil {
-			c.mu.Lock()
-			if c.conn == conn && !c.closed && c.fatal == nil {
-				c.cfg.Logger.Debug("association ended", "err", err)
-				c.setLinkLocked(false)
-				c.startRedialLocked()
+			if c.Err() == nil {
+				c.mu.Lock()
+				if c.conn == conn {
+					c.cfg.Logger.Debug("association ended", "err", err)
+					c.startRedialLocked()
+				}
+				c.mu.Unlock()
 			}
-			c.mu.Unlock()
 			return
 		}
-		c.handle(conn, buf[:n])
-	}
-}
-
-// handle acts on one message from the drone.
-func (c *Client) handle(conn *dtls.Conn, plain []byte) {
-	var m link.Message
-	if err := link.ParseMessage(plain, &m); err != nil {
-		c.cfg.Hooks.Dropped(link.DropMalformed)
-		return
-	}
-	c.cfg.Hooks.PacketReceived(kindOf(m.Type), 0)
-	now := time.Now()
-	c.mu.Lock()
-	current := c.conn == conn
-	if current {
-		c.lastRecv = now
-		c.setLinkLocked(true)
-	}
-	c.mu.Unlock()
-	switch m.Type {
-	case link.MsgTelemetry:
-		if c.cfg.OnTelemetry != nil {
-			c.cfg.OnTelemetry(m.Payload)
-		}
-	case link.MsgKeepalive:
-	case link.MsgLoginResult:
-		c.handleLoginResult(conn, &m)
-	case link.MsgAck:
-		c.handleAck(&m, now)
-	case link.MsgClose:
 		c.mu.Lock()
-		if current {
-			c.failLocked(&link.ClosedError{Reason: m.Reason})
-		}
+		current := c.conn == conn
 		c.mu.Unlock()
-	default:
-		c.cfg.Hooks.Dropped(link.DropUnexpected)
-	}
-}
-
-func (c *Client) handleLoginResult(conn *dtls.Conn, m *link.Message) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.conn != conn || !c.loginWanted || m.ID != c.loginID {
-		c.cfg.Hooks.Dropped(link.DropUnexpected)
-		return
-	}
-	status := link.LoginStatus(m.Status)
-	c.cfg.Hooks.Login(status)
-	if status == link.LoginBusy || status == link.LoginRateLimited {
-		// Not a verdict on the credentials: try again after the backoff with a new id.
-		c.loginLast = status
-		c.loginID = randomID()
-		return
-	}
-	c.loginWanted = false
-	if status != link.LoginOK {
-		if c.role == link.RoleNone {
-			select {
-			case c.loginStatus <- status:
-			default:
-			}
+		if !current {
+			c.cfg.Hooks.Dropped(link.DropUnknownSession) // a late record of a replaced association
+			continue
 		}
-		c.failLocked(&link.LoginError{Status: status})
-		return
-	}
-	c.role, c.loggedIn = link.Role(m.Role), true
-	c.event(link.Event{Kind: link.EventLoggedIn})
-	select {
-	case c.loginStatus <- status:
-	default:
-	}
-	now := time.Now()
-	for _, p := range c.pending {
-		c.transmitLocked(p, now)
-	}
-}
-
-func (c *Client) handleAck(m *link.Message, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p := c.pending[m.ID]
-	if p == nil {
-		return // a duplicate ack of a finished command
-	}
-	status := link.AckStatus(m.Status)
-	switch status {
-	case link.AckBusy:
-		return // retransmit later
-	case link.AckNotLoggedIn:
-		if !c.loginWanted {
-			c.loggedIn = false
-			c.loginWanted, c.loginID, c.loginTries = true, randomID(), 0
-			c.sendLoginLocked(now)
-		}
-		return
-	}
-	delete(c.pending, m.ID)
-	rtt := now.Sub(p.first)
-	c.cfg.Hooks.Command(status)
-	c.cfg.Hooks.CommandRoundTrip(rtt)
-	p.done <- link.Ack{ID: m.ID, Status: status, Payload: append([]byte(nil), m.Payload...), RoundTrip: rtt, Attempts: p.attempts}
-}
-
-func (c *Client) setLinkLocked(up bool) {
-	if c.linkUp == up {
-		return
-	}
-	c.linkUp = up
-	c.cfg.Hooks.LinkState(up)
-	if up {
-		c.cfg.Logger.Info("link restored")
-		c.event(link.Event{Kind: link.EventLinkRestored})
-	} else {
-		c.cfg.Logger.Warn("link lost")
-		c.event(link.Event{Kind: link.EventLinkLost})
-	}
-}
-
-// timerLoop retransmits logins and commands, sends keepalives and notices a lost link.
-func (c *Client) timerLoop() {
-	t := time.NewTicker(clientTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-t.C:
-		}
-		c.tick(time.Now())
-	}
-}
-
-func (c *Client) tick(now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed || c.fatal != nil || c.conn == nil {
-		return
-	}
-	if c.loginWanted && !now.Before(c.loginNext) {
-		c.sendLoginLocked(now)
-	}
-	for _, p := range c.pending {
-		if !now.Before(p.next) {
-			c.transmitLocked(p, now)
-		}
-	}
-	if now.Sub(c.lastRecv) >= link.LinkLostKeepalives*c.cfg.KeepaliveInterval {
-		c.setLinkLocked(false)
-		c.startRedialLocked()
-	}
-	if now.Sub(c.lastSend) >= c.cfg.KeepaliveInterval {
-		c.sendLocked(link.AppendKeepalive(nil), link.KindKeepalive, now)
+		c.up.Receive(buf[:n], time.Now())
 	}
 }
 
@@ -551,15 +257,4 @@ func (c *Client) startRedialLocked() {
 			}
 		}
 	})
-}
-
-// randomID returns a random nonzero 64-bit id.
-func randomID() uint64 {
-	var b [8]byte
-	for {
-		_, _ = rand.Read(b[:])
-		if id := binary.BigEndian.Uint64(b[:]); id != 0 {
-			return id
-		}
-	}
 }

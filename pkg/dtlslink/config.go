@@ -48,6 +48,9 @@ const (
 	DefaultHandshakeTimeout = 20 * time.Second
 	// DefaultMaxHandshakes bounds associations that have not finished their handshake.
 	DefaultMaxHandshakes = 64
+	// DefaultMaxHandshakesPerSource bounds associations handshaking from one address: a
+	// real peer has one at a time (two while it restarts).
+	DefaultMaxHandshakesPerSource = 4
 	// ConnectionIDSize is the length of the connection IDs the drone asks operators to send
 	// (RFC 9146), so an operator keeps its session when its address changes.
 	ConnectionIDSize = 8
@@ -66,6 +69,11 @@ type PasswordChecker interface {
 	// (argon2id): the server calls it from a small bounded worker pool. Unknown users must
 	// cost as much as known ones, so timing does not reveal which names exist.
 	CheckPassword(user string, password []byte) (link.Role, link.LoginStatus)
+	// UserRole is the cheap check, without the password, against the current database:
+	// the user's role and LoginOK, or RoleNone and LoginUnknownUser. The server calls it
+	// before spending a password check and again right before executing every command, so
+	// a user removed or demoted since the login cannot command.
+	UserRole(user string) (link.Role, link.LoginStatus)
 }
 
 // ServerConfig configures the drone's DTLS endpoint. Zero fields take the documented
@@ -99,11 +107,14 @@ type ServerConfig struct {
 	DisableConnectionID bool
 	// HandshakeTimeout bounds one handshake. If zero, DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
-	// MaxSessions bounds associations (handshaking or established). If zero,
-	// link.DefaultMaxSessions.
+	// MaxSessions bounds established associations. If zero, link.DefaultMaxSessions.
 	MaxSessions int
-	// MaxHandshakes bounds associations still handshaking. If zero, DefaultMaxHandshakes.
+	// MaxHandshakes bounds associations still handshaking (they do not count against
+	// MaxSessions). If zero, DefaultMaxHandshakes.
 	MaxHandshakes int
+	// MaxHandshakesPerSource bounds associations still handshaking from one source
+	// address. If zero, DefaultMaxHandshakesPerSource.
+	MaxHandshakesPerSource int
 	// DedupCapacity bounds remembered command ids per user. If zero, link.DefaultDedupCapacity.
 	DedupCapacity int
 	// LoginWorkers bounds concurrent password checks. If zero, link.DefaultLoginWorkers.
@@ -112,8 +123,9 @@ type ServerConfig struct {
 	// 10 per second with a burst of 20.
 	HandshakeRate  float64
 	HandshakeBurst int
-	// LoginRate and LoginBurst limit logins per user and per source address. If zero, 1 per
-	// second with a burst of 5.
+	// LoginRate and LoginBurst limit logins per source address and per user and source
+	// address (any PSK holder can claim any identity, so a user's own address keeps its own
+	// bucket). If zero, 1 per second with a burst of 5.
 	LoginRate  float64
 	LoginBurst int
 	// KeepaliveInterval: if zero, link.KeepaliveInterval. The link counts as lost after
@@ -142,6 +154,7 @@ func (c ServerConfig) withDefaults() (ServerConfig, error) {
 	def(&c.ReplayWindow, replay.DefaultWindowSize)
 	def(&c.MaxSessions, link.DefaultMaxSessions)
 	def(&c.MaxHandshakes, DefaultMaxHandshakes)
+	def(&c.MaxHandshakesPerSource, DefaultMaxHandshakesPerSource)
 	def(&c.DedupCapacity, link.DefaultDedupCapacity)
 	def(&c.LoginWorkers, link.DefaultLoginWorkers)
 	def(&c.HandshakeBurst, 20)
@@ -169,7 +182,7 @@ func (c ServerConfig) withDefaults() (ServerConfig, error) {
 		return c, err
 	}
 	c.CipherSuites = suites
-	if c.ReplayWindow < 0 || c.ReplayWindow > replay.MaxWindowSize || c.MaxSessions < 0 || c.MaxHandshakes < 0 ||
+	if c.ReplayWindow < 0 || c.ReplayWindow > replay.MaxWindowSize || c.MaxSessions < 0 || c.MaxHandshakes < 0 || c.MaxHandshakesPerSource < 0 ||
 		c.DedupCapacity < 0 || c.LoginWorkers < 0 || c.HandshakeRate < 0 || c.LoginRate < 0 ||
 		c.FlightInterval < 0 || c.HandshakeTimeout < 0 || c.KeepaliveInterval < 0 ||
 		c.SessionIdleTimeout <= link.LinkLostKeepalives*c.KeepaliveInterval {

@@ -19,17 +19,34 @@ import (
 // testPSK is the fleet PSK of the tests.
 var testPSK = crypto.PSK{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32}
 
-// testUsers is an in-memory password checker: alice and bob are pilots, olga an observer;
+// testUsers is an in-memory user database: alice and bob are pilots, olga an observer;
 // the password is "<name> secret".
-type testUsers struct{ checks atomic.Int64 }
+type testUsers struct {
+	checks atomic.Int64
+	mu     sync.Mutex
+	roles  map[string]link.Role
+}
+
+func newTestUsers() *testUsers {
+	return &testUsers{roles: map[string]link.Role{"alice": link.RolePilot, "bob": link.RolePilot, "olga": link.RoleObserver}}
+}
+
+func (u *testUsers) UserRole(user string) (link.Role, link.LoginStatus) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	role, ok := u.roles[user]
+	if !ok {
+		return link.RoleNone, link.LoginUnknownUser
+	}
+	return role, link.LoginOK
+}
 
 func (u *testUsers) CheckPassword(user string, password []byte) (link.Role, link.LoginStatus) {
 	u.checks.Add(1)
-	roles := map[string]link.Role{"alice": link.RolePilot, "bob": link.RolePilot, "olga": link.RoleObserver}
-	role, ok := roles[user]
+	role, status := u.UserRole(user)
 	switch {
-	case !ok:
-		return link.RoleNone, link.LoginUnknownUser
+	case status != link.LoginOK:
+		return link.RoleNone, status
 	case string(password) != user+" secret":
 		return link.RoleNone, link.LoginWrongPassword
 	}
@@ -66,7 +83,7 @@ func (d *drone) commands() []string {
 func startDrone(t *testing.T, adjust func(*ServerConfig)) *drone {
 	t.Helper()
 	checkGoroutines(t)
-	d := &drone{users: &testUsers{}, counters: &link.Counters{}}
+	d := &drone{users: newTestUsers(), counters: &link.Counters{}}
 	cfg := ServerConfig{Listen: "127.0.0.1:0", PSK: testPSK, Passwords: d.users, Handler: d.handle, Hooks: d.counters,
 		LoginRate: 1000, LoginBurst: 1000, HandshakeRate: 1000, HandshakeBurst: 1000}
 	if adjust != nil {
@@ -137,9 +154,19 @@ func dial(t *testing.T, cfg ClientConfig) *Client {
 // rawDial completes a bare pion/dtls handshake with identity and psk: a foreign DTLS peer.
 func rawDial(t *testing.T, addr netip.AddrPort, identity string, psk []byte, timeout time.Duration) (*dtls.Conn, error) {
 	t.Helper()
-	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	conn, err := handshakeFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), addr, identity, psk, timeout)
+	if err == nil {
+		t.Cleanup(func() { conn.Close() })
+	}
+	return conn, err
+}
+
+// handshakeFrom completes a bare pion/dtls handshake from a socket on address src (any
+// address of the loopback range: 127.0.0.2 is another host to the drone).
+func handshakeFrom(src netip.Addr, addr netip.AddrPort, identity string, psk []byte, timeout time.Duration) (*dtls.Conn, error) {
+	udp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	conn, err := dtls.ClientWithOptions(udp, net.UDPAddrFromAddrPort(addr),
 		dtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }),
@@ -149,15 +176,16 @@ func rawDial(t *testing.T, addr netip.AddrPort, identity string, psk []byte, tim
 		dtls.WithLoggerFactory(pionLogger{discard}),
 	)
 	if err != nil {
-		t.Fatal(err)
+		udp.Close()
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := conn.HandshakeContext(ctx); err != nil {
 		conn.Close()
+		udp.Close()
 		return nil, err
 	}
-	t.Cleanup(func() { conn.Close() })
 	return conn, nil
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -15,8 +14,8 @@ import (
 
 	"github.com/pion/dtls/v3"
 
-	"github.com/dronelink/dronelink/pkg/crypto"
-	"github.com/dronelink/dronelink/pkg/dedup"
+	"github.com/dronelink/dronelink/internal/ratelog"
+	"github.com/dronelink/dronelink/pkg/app"
 	"github.com/dronelink/dronelink/pkg/link"
 	"github.com/dronelink/dronelink/pkg/ratelimit"
 )
@@ -24,7 +23,7 @@ import (
 // errBadIdentity refuses a PSK identity that is not a user name.
 var errBadIdentity = errors.New("PSK identity is not a valid user name")
 
-// timerTick is how often the server looks at its sessions' timers.
+// timerTick is how often the server looks at its associations' timers.
 const timerTick = 200 * time.Millisecond
 
 // halfOpenTimeout: an association whose peer has not returned the HelloVerifyRequest
@@ -32,34 +31,31 @@ const timerTick = 200 * time.Millisecond
 // retransmits its ClientHello (same random, so the same association) for a few seconds.
 const halfOpenTimeout = 5 * time.Second
 
-// Server is the drone's DTLS endpoint: it completes DTLS 1.2 PSK handshakes, checks
-// logins, executes commands at most once, acknowledges them and streams telemetry to
-// logged-in operators. One DTLS association is one session.
+// Server is the drone's DTLS endpoint: the DTLS 1.2 PSK channel (one association per
+// operator session) under the application layer (app.Server: logins, commands at most
+// once, acknowledgements, telemetry, revocation), whose methods it has.
 type Server struct {
+	*app.Server
+	up   app.ServerUpcalls
 	cfg  ServerConfig
 	sock net.PacketConn
 
 	handshakeLimit *ratelimit.Limiter[netip.Addr]
-	loginBySource  *ratelimit.Limiter[netip.Addr]
-	loginByUser    *ratelimit.Limiter[string]
-	warn           *warnLimiter
+	warn           *ratelog.Limiter
 
-	ctx context.Context // Run's context, for handshakes and handlers
-	wg  sync.WaitGroup  // session goroutines
+	ctx context.Context // Run's context, for handshakes
+	wg  sync.WaitGroup  // association goroutines
 
-	mu         sync.RWMutex
-	sessions   map[uint16]*session
-	byAddr     map[netip.AddrPort]*session
-	byCID      map[string]*session
-	unverified atomic.Int64 // associations that have not returned a HelloVerifyRequest cookie
-	dedup      map[string]*dedup.Cache
-	closing    bool
-
-	logins   chan loginJob
-	commands chan commandJob
+	mu          sync.RWMutex
+	sessions    map[uint16]*session
+	byAddr      map[netip.AddrPort]*session
+	byCID       map[string]*session
+	established int                // associations past their handshake
+	handshaking map[netip.Addr]int // associations still handshaking, per source address
+	closing     bool
 }
 
-// session is one DTLS association and its login.
+// session is one DTLS association and, once its handshake is done, its application state.
 type session struct {
 	srv     *Server
 	index   uint16
@@ -67,46 +63,24 @@ type session struct {
 	conn    *dtls.Conn
 	random  [randomSize]byte
 	created time.Time
+	source  netip.Addr // the address the ClientHello came from
 
-	// halfOpen: counted in Server.unverified until the peer proves its address by
-	// returning the cookie (pion then sends a ServerHello) or the association ends.
+	// halfOpen: the peer has not yet proved its address by returning the cookie (pion
+	// then sends a ServerHello).
 	halfOpen atomic.Bool
-	// replaces is the live association from the same address that this one takes over
-	// once its handshake completes. Guarded by srv.mu.
-	replaces    *session
-	established atomic.Bool
-	identity    string // PSK identity, set once established
-	suite       string
-	addr        netip.AddrPort // guarded by srv.mu
-	cid         []byte         // guarded by srv.mu
-	lastRecv    atomic.Int64   // unix nanoseconds
-	lastSend    atomic.Int64
-	linkUp      atomic.Bool
-	writeMu     sync.Mutex
-	endOnce     sync.Once
-
-	loginMu      sync.Mutex
-	user         string
-	role         link.Role
-	loginID      uint64
-	loginPending bool
-	loginAnswer  bool
-	loginStatus  link.LoginStatus
-	loginRole    link.Role
-}
-
-type loginJob struct {
-	sess     *session
-	id       uint64
-	user     string
-	password []byte
-	from     netip.AddrPort
-}
-
-type commandJob struct {
-	sess  *session
-	cache *dedup.Cache
-	cmd   link.Command
+	// Guarded by srv.mu: done is set when the handshake completed (the association moved
+	// from handshaking to established); replaces is the live association from the same
+	// address that this one takes over once its handshake completes.
+	done     bool
+	replaces *session
+	app      *app.Session // set once, before done
+	identity string       // PSK identity, set once established
+	suite    string
+	addr     netip.AddrPort // guarded by srv.mu
+	cid      []byte         // guarded by srv.mu
+	lastRecv atomic.Int64   // unix nanoseconds
+	writeMu  sync.Mutex
+	endOnce  sync.Once
 }
 
 // NewServer checks the config, opens the socket if it was given as an address and builds
@@ -116,36 +90,56 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	hs, ok1 := ratelimit.New[netip.Addr](ratelimit.Config{Rate: cfg.HandshakeRate, Burst: cfg.HandshakeBurst})
-	ls, ok2 := ratelimit.New[netip.Addr](ratelimit.Config{Rate: cfg.LoginRate, Burst: cfg.LoginBurst})
-	lu, ok3 := ratelimit.New[string](ratelimit.Config{Rate: cfg.LoginRate, Burst: cfg.LoginBurst})
-	if !ok1 || !ok2 || !ok3 {
+	hs, ok := ratelimit.New[netip.Addr](ratelimit.Config{Rate: cfg.HandshakeRate, Burst: cfg.HandshakeBurst})
+	if !ok {
 		return nil, errors.New("dtlslink: invalid rate limit")
 	}
-	sock := cfg.Conn
-	if sock == nil {
+	s := &Server{
+		cfg:            cfg,
+		handshakeLimit: hs,
+		warn:           ratelog.New(cfg.Logger, 10*time.Second),
+		sessions:       make(map[uint16]*session),
+		byAddr:         make(map[netip.AddrPort]*session),
+		byCID:          make(map[string]*session),
+		handshaking:    make(map[netip.Addr]int),
+	}
+	s.Server, s.up, err = app.NewServer(app.ServerConfig{
+		Channel: s, Auth: identityAuth{cfg.Passwords}, Handler: cfg.Handler, Logger: cfg.Logger.With("transport", "dtls"),
+		Hooks: cfg.Hooks, DedupLifetime: link.DedupLifetime, DedupCapacity: cfg.DedupCapacity, LoginWorkers: cfg.LoginWorkers,
+		LoginRate: cfg.LoginRate, LoginBurst: cfg.LoginBurst, KeepaliveInterval: cfg.KeepaliveInterval,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.sock = cfg.Conn
+	if s.sock == nil {
 		addr, err := net.ResolveUDPAddr("udp", cfg.Listen)
 		if err != nil {
 			return nil, err
 		}
-		if sock, err = net.ListenUDP("udp", addr); err != nil {
+		if s.sock, err = net.ListenUDP("udp", addr); err != nil {
 			return nil, err
 		}
 	}
-	return &Server{
-		cfg:            cfg,
-		sock:           sock,
-		handshakeLimit: hs,
-		loginBySource:  ls,
-		loginByUser:    lu,
-		warn:           newWarnLimiter(cfg.Logger, 10*time.Second),
-		sessions:       make(map[uint16]*session),
-		byAddr:         make(map[netip.AddrPort]*session),
-		byCID:          make(map[string]*session),
-		dedup:          make(map[string]*dedup.Cache),
-		logins:         make(chan loginJob, link.DefaultLoginQueue),
-		commands:       make(chan commandJob, link.DefaultCommandQueue),
-	}, nil
+	return s, nil
+}
+
+// identityAuth adapts the user database to the application layer: a DTLS session's
+// identity is its PSK identity, and it may log in only as the user of that name.
+type identityAuth struct{ p PasswordChecker }
+
+func (a identityAuth) Authorize(user string, id app.Identity) (link.Role, link.LoginStatus) {
+	if user != id.Name {
+		return link.RoleNone, link.LoginKeyNotAuthorised
+	}
+	return a.p.UserRole(user)
+}
+
+func (a identityAuth) Login(user string, password []byte, id app.Identity) (link.Role, link.LoginStatus) {
+	if user != id.Name {
+		return link.RoleNone, link.LoginKeyNotAuthorised
+	}
+	return a.p.CheckPassword(user, password)
 }
 
 // LocalAddr is the server's socket address.
@@ -162,11 +156,8 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.ctx = ctx
+	s.up.Start(ctx)
 	var wg sync.WaitGroup
-	for range s.cfg.LoginWorkers {
-		wg.Go(func() { s.loginWorker(ctx) })
-	}
-	wg.Go(func() { s.commandExecutor(ctx) })
 	wg.Go(func() { s.timerLoop(ctx) })
 	readErr := make(chan error, 1)
 	wg.Go(func() { readErr <- s.readLoop() })
@@ -179,7 +170,10 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
-	s.closeAll(link.CloseShutdown)
+	s.up.Shutdown(link.CloseShutdown)
+	for _, sess := range s.snapshot() { // associations still handshaking
+		sess.end()
+	}
 	cancel()
 	s.sock.Close()
 	wg.Wait()
@@ -248,6 +242,15 @@ func (s *Server) route(pkt []byte, from netip.AddrPort) {
 }
 
 // open starts an association for a ClientHello from a new peer: cheap limits first.
+//
+// Associations still handshaking are kept apart from established ones: they never count
+// against MaxSessions, and at most MaxHandshakes of them exist, at most
+// MaxHandshakesPerSource from one source address. When a new one needs room, the oldest
+// association of the source holding the most makes it (a half-open one, whose peer never
+// returned the cookie, before one past the cookie). Peers without the PSK, which can
+// never finish a handshake, therefore cannot keep an operator out of the table: they
+// crowd only each other, and a real operator's single handshake from its own address is
+// the last to go.
 func (s *Server) open(pkt []byte, from netip.AddrPort, random [randomSize]byte, replaces *session) {
 	now := time.Now()
 	if !s.handshakeLimit.Allow(from.Addr(), now) {
@@ -255,11 +258,10 @@ func (s *Server) open(pkt []byte, from netip.AddrPort, random [randomSize]byte, 
 		s.warn.Warn("handshake rate limit", "from", from)
 		return
 	}
-	sess := &session{srv: s, random: random, created: now, addr: from}
+	sess := &session{srv: s, random: random, created: now, addr: from, source: from.Addr()}
 	sess.pc = newPeerConn(s, sess)
-	var evict *session
 	s.mu.Lock()
-	if s.closing || len(s.sessions) >= s.cfg.MaxSessions {
+	if s.closing || s.established >= s.cfg.MaxSessions {
 		closing := s.closing
 		s.mu.Unlock()
 		if !closing {
@@ -268,15 +270,11 @@ func (s *Server) open(pkt []byte, from netip.AddrPort, random [randomSize]byte, 
 		}
 		return
 	}
-	if s.unverified.Load() >= int64(s.cfg.MaxHandshakes) {
-		// Too many half-open associations (spoofed ClientHellos cost the sender nothing):
-		// the oldest makes room, so a flood must outpace every real peer's cookie round
-		// trip to keep it out.
-		for _, o := range s.sessions {
-			if o.halfOpen.Load() && (evict == nil || o.created.Before(evict.created)) {
-				evict = o
-			}
-		}
+	var evict *session
+	if s.handshaking[sess.source] >= s.cfg.MaxHandshakesPerSource {
+		evict = s.oldestHandshakeLocked(sess.source)
+	} else if s.handshakingLocked() >= s.cfg.MaxHandshakes {
+		evict = s.oldestHandshakeLocked(s.busiestSourceLocked())
 	}
 	for range 64 {
 		if i := randomIndex(); i != 0 && s.sessions[i] == nil {
@@ -299,18 +297,47 @@ func (s *Server) open(pkt []byte, from netip.AddrPort, random [randomSize]byte, 
 	sess.replaces = replaces
 	s.sessions[sess.index] = sess
 	s.byAddr[from] = sess
+	s.handshaking[sess.source]++
 	sess.halfOpen.Store(true)
-	s.unverified.Add(1)
-	n := len(s.sessions)
 	s.mu.Unlock()
 	if evict != nil {
 		s.cfg.Hooks.Dropped(link.DropSessionLimit)
-		s.warn.Warn("half-open association evicted", "from", evict.peer())
+		s.warn.Warn("handshaking association evicted", "from", evict.peer())
 		evict.end()
 	}
-	s.cfg.Hooks.SessionsActive(n)
 	sess.pc.deliver(pkt, from)
 	s.wg.Go(sess.run)
+}
+
+// handshakingLocked counts the associations still handshaking.
+func (s *Server) handshakingLocked() int { return len(s.sessions) - s.established }
+
+// busiestSourceLocked is the source address with the most associations handshaking.
+func (s *Server) busiestSourceLocked() netip.Addr {
+	var best netip.Addr
+	most := 0
+	for src, n := range s.handshaking {
+		if n > most {
+			best, most = src, n
+		}
+	}
+	return best
+}
+
+// oldestHandshakeLocked picks the association from src to evict: half-open ones first,
+// then the oldest.
+func (s *Server) oldestHandshakeLocked(src netip.Addr) *session {
+	var victim *session
+	for _, o := range s.sessions {
+		if o.done || o.source != src {
+			continue
+		}
+		if victim == nil || (o.halfOpen.Load() && !victim.halfOpen.Load()) ||
+			(o.halfOpen.Load() == victim.halfOpen.Load() && o.created.Before(victim.created)) {
+			victim = o
+		}
+	}
+	return victim
 }
 
 // pionOptions is the DTLS configuration of one association. Its connection ID generator
@@ -352,7 +379,7 @@ func (s *Server) pionOptions(sess *session) []dtls.ServerOption {
 
 // pskFor is the PSK callback: the fleet PSK for any identity with user-name syntax. It
 // looks nothing up, so the handshake does not tell which users exist; the login inside
-// checks the user.
+// checks the user, and its limits are per identity and source address (app.Identity).
 func (s *Server) pskFor(identity []byte) ([]byte, error) {
 	if !ValidUserName(string(identity)) {
 		return nil, errBadIdentity
@@ -384,11 +411,12 @@ func (sess *session) run() {
 	state, _ := sess.conn.ConnectionState()
 	sess.identity = string(state.IdentityHint)
 	sess.suite = dtls.CipherSuiteName(state.CipherSuiteID)
-	now := time.Now().UnixNano()
-	sess.lastRecv.Store(now)
-	sess.lastSend.Store(now)
-	sess.linkUp.Store(true)
-	sess.established.Store(true)
+	now := time.Now()
+	sess.lastRecv.Store(now.UnixNano())
+	sess.verified()
+	if !sess.establish(now) {
+		return
+	}
 	s.cfg.Hooks.Handshake(link.HandshakeOK)
 	s.cfg.Logger.Info("handshake", "transport", "dtls", "identity", sess.identity, "from", from, "session", sess.index, "suite", sess.suite)
 	s.mu.Lock()
@@ -409,43 +437,43 @@ func (sess *session) run() {
 			}
 			return
 		}
-		if !sess.handle(buf[:n]) {
-			return
-		}
+		now := time.Now()
+		sess.lastRecv.Store(now.UnixNano())
+		sess.followRoaming()
+		s.up.Receive(sess.app, buf[:n], now)
 	}
 }
 
-// handle acts on one authenticated application message; false ends the session.
-func (sess *session) handle(plain []byte) bool {
+// establish moves a handshaken association into the session table, if it has room, with
+// its application state.
+func (sess *session) establish(now time.Time) bool {
 	s := sess.srv
-	now := time.Now()
-	sess.lastRecv.Store(now.UnixNano())
-	if !sess.linkUp.Swap(true) {
-		s.cfg.Hooks.LinkState(true)
-		s.cfg.Logger.Info("link restored", "session", sess.index, "user", sess.loggedInUser())
+	s.mu.Lock()
+	if s.sessions[sess.index] != sess || s.closing || s.established >= s.cfg.MaxSessions {
+		full := s.sessions[sess.index] == sess && !s.closing
+		s.mu.Unlock()
+		if full {
+			s.cfg.Hooks.Dropped(link.DropSessionLimit)
+			s.warn.Warn("session limit reached", "from", sess.peer())
+		}
+		return false
 	}
-	sess.followRoaming()
-	var m link.Message
-	if err := link.ParseMessage(plain, &m); err != nil {
-		s.cfg.Hooks.Dropped(link.DropMalformed)
-		return true
-	}
-	s.cfg.Hooks.PacketReceived(kindOf(m.Type), 0)
-	switch m.Type {
-	case link.MsgKeepalive:
-	case link.MsgLogin:
-		sess.handleLogin(&m, now)
-	case link.MsgCommand:
-		sess.handleCommand(&m, now)
-	case link.MsgClose:
-		s.cfg.Logger.Info("session closed by operator", "session", sess.index, "user", sess.loggedInUser())
-		// The operator's close_notify follows: read it (the association then ends) rather
-		// than count it as a datagram for no association. A lost one ends it here.
-		sess.conn.SetReadDeadline(time.Now().Add(time.Second))
-	default:
-		s.cfg.Hooks.Dropped(link.DropUnexpected)
-	}
+	sess.app = s.up.NewSession(sess, app.Identity{Name: sess.identity, Source: sess.source}, sess.index, now, nil)
+	sess.app.SetReady(true)
+	sess.done = true
+	s.established++
+	s.releaseHandshakeLocked(sess.source)
+	n := s.established
+	s.mu.Unlock()
+	s.cfg.Hooks.SessionsActive(n)
 	return true
+}
+
+// releaseHandshakeLocked takes one association of src out of the handshaking count.
+func (s *Server) releaseHandshakeLocked(src netip.Addr) {
+	if s.handshaking[src]--; s.handshaking[src] <= 0 {
+		delete(s.handshaking, src)
+	}
 }
 
 // followRoaming records a new peer address once pion has accepted an authenticated record
@@ -470,7 +498,8 @@ func (sess *session) followRoaming() {
 	s.byAddr[now] = sess
 	sess.addr = now
 	s.mu.Unlock()
-	s.cfg.Logger.Info("operator roamed", "session", sess.index, "user", sess.loggedInUser(), "to", now)
+	user, _ := sess.app.Login()
+	s.cfg.Logger.Info("operator roamed", "session", sess.index, "user", user, "to", now)
 }
 
 func (sess *session) peer() netip.AddrPort {
@@ -479,33 +508,20 @@ func (sess *session) peer() netip.AddrPort {
 	return sess.addr
 }
 
-func (sess *session) loggedInUser() string {
-	user, _ := sess.login()
-	return user
-}
+// Addr implements app.Peer.
+func (sess *session) Addr() netip.AddrPort { return sess.peer() }
 
-func (sess *session) login() (string, link.Role) {
-	sess.loginMu.Lock()
-	defer sess.loginMu.Unlock()
-	return sess.user, sess.role
-}
+// Remove implements app.Peer: the association ends at once.
+func (sess *session) Remove() { sess.end() }
 
-// send writes one application message as one DTLS record. Only established sessions send:
-// a write on an association that has not finished its handshake would start one.
-func (sess *session) send(plain []byte, kind link.PacketKind) bool {
-	if !sess.established.Load() {
-		return false
-	}
+// Send implements app.Peer: one application message as one DTLS record.
+func (sess *session) Send(plain []byte, kind link.PacketKind) bool {
 	sess.writeMu.Lock()
 	defer sess.writeMu.Unlock()
 	sess.pc.sendKind.Store(uint32(kind))
 	_, err := sess.conn.Write(plain)
 	sess.pc.sendKind.Store(noKind)
-	if err != nil {
-		return false
-	}
-	sess.lastSend.Store(time.Now().UnixNano())
-	return true
+	return err == nil
 }
 
 // end closes the association (pion sends close_notify if the handshake finished) and
@@ -513,10 +529,14 @@ func (sess *session) send(plain []byte, kind link.PacketKind) bool {
 func (sess *session) end() {
 	sess.endOnce.Do(func() {
 		s := sess.srv
-		sess.verified()
 		s.mu.Lock()
 		if s.sessions[sess.index] == sess {
 			delete(s.sessions, sess.index)
+			if sess.done {
+				s.established--
+			} else {
+				s.releaseHandshakeLocked(sess.source)
+			}
 		}
 		if s.byAddr[sess.addr] == sess {
 			delete(s.byAddr, sess.addr)
@@ -529,8 +549,11 @@ func (sess *session) end() {
 		if sess.cid != nil && s.byCID[string(sess.cid)] == sess {
 			delete(s.byCID, string(sess.cid))
 		}
-		n := len(s.sessions)
+		n, app := s.established, sess.app
 		s.mu.Unlock()
+		if app != nil {
+			app.Gone()
+		}
 		s.cfg.Hooks.SessionsActive(n)
 		sess.writeMu.Lock()
 		sess.conn.Close()
@@ -539,187 +562,22 @@ func (sess *session) end() {
 	})
 }
 
-// verified takes the association out of the half-open count (once).
-func (sess *session) verified() {
-	if sess.halfOpen.CompareAndSwap(true, false) {
-		sess.srv.unverified.Add(-1)
-	}
-}
+// verified notes that the peer returned the cookie (once).
+func (sess *session) verified() { sess.halfOpen.Store(false) }
 
-// handleLogin answers a login from the cache or queues the password check. The login's
-// user must be the PSK identity the association was opened with.
-func (sess *session) handleLogin(m *link.Message, now time.Time) {
-	s := sess.srv
-	from := sess.peer()
-	sess.loginMu.Lock()
-	if sess.loginID == m.ID && (sess.loginPending || sess.loginAnswer) {
-		pending, status, role := sess.loginPending, sess.loginStatus, sess.loginRole
-		sess.loginMu.Unlock()
-		if !pending { // a retransmission: answer again without checking again
-			sess.send(link.AppendLoginResult(nil, m.ID, status, role), link.KindLoginResult)
-		}
-		return
-	}
-	sess.loginMu.Unlock()
-	user := string(m.User)
-	if user != sess.identity {
-		sess.loginMu.Lock()
-		sess.user, sess.role = "", link.RoleNone // fail closed
-		sess.loginMu.Unlock()
-		s.cfg.Hooks.Login(link.LoginKeyNotAuthorised)
-		s.warn.Warn("login refused: user differs from the PSK identity", "user", user, "identity", sess.identity, "from", from)
-		sess.send(link.AppendLoginResult(nil, m.ID, link.LoginKeyNotAuthorised, link.RoleNone), link.KindLoginResult)
-		return
-	}
-	if !s.loginBySource.Allow(from.Addr(), now) || !s.loginByUser.Allow(user, now) {
-		s.cfg.Hooks.Login(link.LoginRateLimited)
-		s.warn.Warn("login rate limit", "user", user, "from", from)
-		sess.send(link.AppendLoginResult(nil, m.ID, link.LoginRateLimited, link.RoleNone), link.KindLoginResult)
-		return
-	}
-	job := loginJob{sess: sess, id: m.ID, user: user, password: append([]byte(nil), m.Password...), from: from}
-	sess.loginMu.Lock()
-	sess.loginID, sess.loginPending, sess.loginAnswer = m.ID, true, false
-	sess.loginMu.Unlock()
-	select {
-	case s.logins <- job:
-	default:
-		crypto.Wipe(job.password)
-		sess.loginMu.Lock()
-		sess.loginPending = false
-		sess.loginMu.Unlock()
-		s.cfg.Hooks.Login(link.LoginBusy)
-		sess.send(link.AppendLoginResult(nil, m.ID, link.LoginBusy, link.RoleNone), link.KindLoginResult)
-	}
-}
-
-// loginWorker checks passwords; only LoginWorkers of them run, so argon2's memory is bounded.
-func (s *Server) loginWorker(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case job := <-s.logins:
-			role, status := s.cfg.Passwords.CheckPassword(job.user, job.password)
-			crypto.Wipe(job.password)
-			if status != link.LoginOK {
-				role = link.RoleNone
-			}
-			sess := job.sess
-			sess.loginMu.Lock()
-			if sess.loginID == job.id {
-				sess.loginPending, sess.loginAnswer, sess.loginStatus, sess.loginRole = false, true, status, role
-				sess.user, sess.role = "", link.RoleNone // a failed login ends an earlier one
-				if status == link.LoginOK {
-					sess.user, sess.role = job.user, role
-				}
-			}
-			sess.loginMu.Unlock()
-			s.cfg.Hooks.Login(status)
-			level := slog.LevelInfo
-			if status != link.LoginOK {
-				level = slog.LevelWarn
-			}
-			s.cfg.Logger.Log(ctx, level, "login", "transport", "dtls", "user", job.user, "role", role.String(),
-				"from", job.from, "session", sess.index, "result", status.String())
-			sess.send(link.AppendLoginResult(nil, job.id, status, role), link.KindLoginResult)
+// AppendSessions implements app.ServerChannel: the established associations.
+func (s *Server) AppendSessions(dst []*app.Session) []*app.Session {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, sess := range s.sessions {
+		if sess.done {
+			dst = append(dst, sess.app)
 		}
 	}
+	return dst
 }
 
-// handleCommand checks the role, de-duplicates by command id per user and queues new
-// commands.
-func (sess *session) handleCommand(m *link.Message, now time.Time) {
-	s := sess.srv
-	user, role := sess.login()
-	if role != link.RolePilot {
-		status := link.AckNotPermitted
-		if role == link.RoleNone {
-			status = link.AckNotLoggedIn
-		}
-		s.cfg.Hooks.Command(status)
-		s.warn.Warn("command refused", "user", user, "id", m.ID, "result", status.String(), "from", sess.peer())
-		sess.send(link.AppendAck(nil, m.ID, status, nil), link.KindAck)
-		return
-	}
-	cache := s.dedupFor(user)
-	state, status, payload := cache.Begin(m.ID, now)
-	switch state {
-	case dedup.Done: // executed before: acknowledge again, never execute again
-		sess.send(link.AppendAck(nil, m.ID, link.AckStatus(status), payload), link.KindAck)
-		return
-	case dedup.Running:
-		return
-	case dedup.Full:
-		s.cfg.Hooks.Command(link.AckBusy)
-		s.warn.Warn("command de-duplication table full", "user", user)
-		sess.send(link.AppendAck(nil, m.ID, link.AckBusy, nil), link.KindAck)
-		return
-	}
-	job := commandJob{sess: sess, cache: cache, cmd: link.Command{
-		ID: m.ID, User: user, Role: role, From: sess.peer(), Payload: append([]byte(nil), m.Payload...),
-	}}
-	select {
-	case s.commands <- job:
-	default:
-		cache.Abort(m.ID)
-		s.cfg.Hooks.Command(link.AckBusy)
-		sess.send(link.AppendAck(nil, m.ID, link.AckBusy, nil), link.KindAck)
-	}
-}
-
-// dedupFor returns the command-id cache of a user.
-func (s *Server) dedupFor(user string) *dedup.Cache {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := s.dedup[user]
-	if c == nil {
-		c = dedup.NewCache(s.cfg.DedupCapacity, link.DedupLifetime)
-		s.dedup[user] = c
-	}
-	return c
-}
-
-// commandExecutor runs handlers one at a time, in arrival order.
-func (s *Server) commandExecutor(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case job := <-s.commands:
-			status, payload := s.cfg.Handler(ctx, job.cmd)
-			if len(payload) > link.MaxAckPayload {
-				payload = payload[:link.MaxAckPayload]
-			}
-			job.cache.Finish(job.cmd.ID, uint8(status), payload)
-			s.cfg.Hooks.Command(status)
-			s.cfg.Logger.Info("command", "transport", "dtls", "user", job.cmd.User, "id", job.cmd.ID, "size", len(job.cmd.Payload),
-				"result", status.String(), "from", job.cmd.From)
-			job.sess.send(link.AppendAck(nil, job.cmd.ID, status, payload), link.KindAck)
-		}
-	}
-}
-
-// Broadcast sends a telemetry payload to every logged-in operator and returns how many it
-// went to. Safe for concurrent use.
-func (s *Server) Broadcast(payload []byte) (int, error) {
-	if len(payload) > link.MaxTelemetryPayload {
-		return 0, link.ErrTooLarge
-	}
-	plain := link.AppendTelemetry(make([]byte, 0, len(payload)+link.TelemetryHeaderSize), payload)
-	sent := 0
-	for _, sess := range s.snapshot() {
-		if _, role := sess.login(); role == link.RoleNone {
-			continue
-		}
-		if sess.send(plain, link.KindTelemetry) {
-			sent++
-		}
-	}
-	return sent, nil
-}
-
-// snapshot lists the live sessions.
+// snapshot lists every association, handshaking or established.
 func (s *Server) snapshot() []*session {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -730,50 +588,11 @@ func (s *Server) snapshot() []*session {
 	return list
 }
 
-// Sessions lists the live sessions (associations still handshaking have no user).
-// OperatorKey is always zero: DTLS-PSK has no operator key.
-func (s *Server) Sessions() []link.SessionInfo {
-	list := s.snapshot()
-	infos := make([]link.SessionInfo, 0, len(list))
-	for _, sess := range list {
-		user, role := sess.login()
-		infos = append(infos, link.SessionInfo{LocalIndex: sess.index, User: user, Role: role, Peer: sess.peer(), Created: sess.created})
-	}
-	return infos
-}
-
-// Revoke ends every session for which revoked returns true, telling its operator why. The
-// daemon calls it after reloading the user database.
-func (s *Server) Revoke(revoked func(link.SessionInfo) bool) int {
-	n := 0
-	for _, sess := range s.snapshot() {
-		user, role := sess.login()
-		if !revoked(link.SessionInfo{LocalIndex: sess.index, User: user, Role: role, Peer: sess.peer(), Created: sess.created}) {
-			continue
-		}
-		sess.send(link.AppendClose(nil, link.CloseRevoked), link.KindClose)
-		sess.end()
-		s.cfg.Logger.Warn("session revoked", "transport", "dtls", "session", sess.index, "user", user)
-		n++
-	}
-	return n
-}
-
-// closeAll ends every session with reason.
-func (s *Server) closeAll(reason link.CloseReason) {
-	msg := link.AppendClose(nil, reason)
-	for _, sess := range s.snapshot() {
-		sess.send(msg, link.KindClose)
-		sess.end()
-	}
-}
-
-// timerLoop closes idle sessions, tracks link state and sends keepalives.
+// timerLoop ends associations whose peer never returned the cookie, and established ones
+// silent for SessionIdleTimeout.
 func (s *Server) timerLoop(ctx context.Context) {
 	t := time.NewTicker(timerTick)
 	defer t.Stop()
-	keepalive := link.AppendKeepalive(nil)
-	lost := time.Duration(link.LinkLostKeepalives) * s.cfg.KeepaliveInterval
 	for {
 		select {
 		case <-ctx.Done():
@@ -782,43 +601,20 @@ func (s *Server) timerLoop(ctx context.Context) {
 		}
 		now := time.Now()
 		for _, sess := range s.snapshot() {
-			if !sess.established.Load() {
-				if sess.halfOpen.Load() && now.Sub(sess.created) >= min(halfOpenTimeout, s.cfg.HandshakeTimeout) {
-					sess.end() // never returned the cookie: a spoofed or vanished peer
-				}
-				continue
-			}
-			silent := now.Sub(time.Unix(0, sess.lastRecv.Load()))
+			s.mu.RLock()
+			done := sess.done
+			s.mu.RUnlock()
 			switch {
-			case silent >= s.cfg.SessionIdleTimeout:
-				s.cfg.Logger.Debug("session removed", "session", sess.index, "user", sess.loggedInUser(), "reason", "idle")
+			case !done && sess.halfOpen.Load() && now.Sub(sess.created) >= min(halfOpenTimeout, s.cfg.HandshakeTimeout):
+				sess.end() // never returned the cookie: a spoofed or vanished peer
+			case done && now.Sub(time.Unix(0, sess.lastRecv.Load())) >= s.cfg.SessionIdleTimeout:
+				user, _ := sess.app.Login()
+				s.cfg.Logger.Debug("session removed", "session", sess.index, "user", user, "reason", "idle")
 				sess.end()
-				continue
-			case silent >= lost && sess.linkUp.Swap(false):
-				s.cfg.Hooks.LinkState(false)
-				s.cfg.Logger.Warn("link lost", "session", sess.index, "user", sess.loggedInUser(), "silent", silent.Round(time.Second))
-			}
-			if now.Sub(time.Unix(0, sess.lastSend.Load())) >= s.cfg.KeepaliveInterval {
-				sess.send(keepalive, link.KindKeepalive)
 			}
 		}
 		s.handshakeLimit.Sweep(now)
-		s.loginBySource.Sweep(now)
-		s.loginByUser.Sweep(now)
-		s.mu.RLock()
-		for _, c := range s.dedup {
-			c.Expire(now)
-		}
-		s.mu.RUnlock()
 	}
-}
-
-// kindOf maps a message type to its packet kind.
-func kindOf(t byte) link.PacketKind {
-	if t >= link.MsgLogin && t <= link.MsgClose {
-		return link.KindLogin + link.PacketKind(t-link.MsgLogin)
-	}
-	return link.KindData
 }
 
 // randomIndex draws a session index.
@@ -826,36 +622,4 @@ func randomIndex() uint16 {
 	var b [2]byte
 	_, _ = rand.Read(b[:])
 	return binary.BigEndian.Uint16(b[:])
-}
-
-// warnLimiter logs a warning at most once per interval per message, with a count of how
-// many were suppressed, so attack traffic cannot flood the logs.
-type warnLimiter struct {
-	logger   *slog.Logger
-	interval time.Duration
-	mu       sync.Mutex
-	last     map[string]time.Time
-	dropped  map[string]int
-}
-
-func newWarnLimiter(logger *slog.Logger, interval time.Duration) *warnLimiter {
-	return &warnLimiter{logger: logger, interval: interval, last: map[string]time.Time{}, dropped: map[string]int{}}
-}
-
-// Warn logs msg with args unless msg was logged less than interval ago.
-func (w *warnLimiter) Warn(msg string, args ...any) {
-	now := time.Now()
-	w.mu.Lock()
-	if now.Sub(w.last[msg]) < w.interval {
-		w.dropped[msg]++
-		w.mu.Unlock()
-		return
-	}
-	suppressed := w.dropped[msg]
-	w.last[msg], w.dropped[msg] = now, 0
-	w.mu.Unlock()
-	if suppressed > 0 {
-		args = append(args, "suppressed", suppressed)
-	}
-	w.logger.Warn(msg, args...)
 }

@@ -342,9 +342,18 @@ func TestStrayDatagramsDropped(t *testing.T) {
 	}
 }
 
-// Half-open associations (a ClientHello whose sender never returns the cookie, as with a
-// spoofed source) are bounded: beyond MaxHandshakes the oldest is evicted, so a real
-// operator still gets in, and they time out. MaxSessions is a hard limit.
+// counts is how many associations are handshaking and established.
+func (s *Server) counts() (handshaking, established int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.handshakingLocked(), s.established
+}
+
+// Associations still handshaking (here half-open: a ClientHello whose sender never
+// returns the cookie, as with a spoofed source) are bounded apart from established
+// sessions: beyond MaxHandshakes the oldest of the busiest source is evicted, so a real
+// operator still gets in, and they time out. MaxSessions is a hard limit on established
+// sessions.
 func TestHandshakeLimits(t *testing.T) {
 	d := startDrone(t, func(c *ServerConfig) { c.MaxHandshakes = 2; c.MaxSessions = 3; c.HandshakeTimeout = time.Second })
 	for range 3 {
@@ -356,14 +365,11 @@ func TestHandshakeLimits(t *testing.T) {
 		hello.Write(minimalClientHello())
 	}
 	waitFor(t, "an eviction", func() bool { return d.counters.Drop(link.DropSessionLimit) == 1 })
-	if n := len(d.srv.Sessions()); n != 2 {
-		t.Fatalf("%d associations, want 2", n)
+	if h, e := d.srv.counts(); h != 2 || e != 0 {
+		t.Fatalf("%d handshaking, %d established; want 2, 0", h, e)
 	}
 	alice := dial(t, clientConfig(d, "alice")) // evicts another half-open one
-	waitFor(t, "the half-open associations to time out", func() bool { return len(d.srv.Sessions()) == 1 })
-	if d.srv.unverified.Load() != 0 {
-		t.Fatalf("unverified count %d", d.srv.unverified.Load())
-	}
+	waitFor(t, "the half-open associations to time out", func() bool { h, e := d.srv.counts(); return h == 0 && e == 1 })
 	dial(t, clientConfig(d, "bob"))
 	dial(t, clientConfig(d, "olga"))
 	before := d.counters.Drop(link.DropSessionLimit)
@@ -473,7 +479,7 @@ func TestLossyLink(t *testing.T) {
 func netip127() netip.AddrPort { return netip.MustParseAddrPort("127.0.0.1:9") }
 
 func TestConfigChecks(t *testing.T) {
-	users := &testUsers{}
+	users := newTestUsers()
 	h := func(context.Context, link.Command) (link.AckStatus, []byte) { return link.AckOK, nil }
 	for name, cfg := range map[string]ServerConfig{
 		"no socket":   {Passwords: users, Handler: h},
@@ -562,8 +568,8 @@ func TestForgedClientHelloKeepsSession(t *testing.T) {
 	}
 	peer := d.srv.Sessions()[0].Peer
 	d.srv.route(minimalClientHello(), peer) // as the reader goroutine would for a spoofed datagram
-	waitFor(t, "the half-open association", func() bool { return len(d.srv.Sessions()) == 2 })
-	waitFor(t, "the half-open association to time out", func() bool { return len(d.srv.Sessions()) == 1 })
+	waitFor(t, "the half-open association", func() bool { h, e := d.srv.counts(); return h == 1 && e == 1 })
+	waitFor(t, "the half-open association to time out", func() bool { h, e := d.srv.counts(); return h == 0 && e == 1 })
 	conn.Write(link.AppendLogin(nil, 1, "alice", []byte("alice secret")))
 	if m := readMessage(t, conn, 5*time.Second); m.Type != link.MsgLoginResult || link.LoginStatus(m.Status) != link.LoginOK {
 		t.Fatalf("login after the forged ClientHello: %+v", m)

@@ -12,31 +12,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dronelink/dronelink/pkg/app"
 	"github.com/dronelink/dronelink/pkg/crypto"
 	"github.com/dronelink/dronelink/pkg/replay"
 )
-
-// EventKind names a client progress event.
-type EventKind int
-
-// Client events, for progress display and logs.
-const (
-	EventHandshakeSent EventKind = iota // an initiation went out (Attempt counts from 1)
-	EventEstablished                    // a session was agreed
-	EventLoginSent                      // a login went out (Attempt counts from 1)
-	EventLoggedIn                       // the drone accepted the login
-	EventCommandRetry                   // a command was retransmitted (Attempt counts from 2)
-	EventLinkLost                       // nothing heard from the drone for LinkLostAfter
-	EventLinkRestored                   // the drone is heard again
-	EventRefused                        // the drone refused an initiation (Err says why)
-)
-
-// Event is one client progress event.
-type Event struct {
-	Kind    EventKind
-	Attempt int
-	Err     error
-}
 
 // ClientConfig configures an operator endpoint. Zero fields take the documented defaults.
 type ClientConfig struct {
@@ -106,66 +85,15 @@ func (c ClientConfig) withDefaults() (ClientConfig, error) {
 		c.ReplayWindow < 0 || c.ReplayWindow > replay.MaxWindowSize {
 		return c, errors.New("link: client timers out of range")
 	}
-	c.Password = append([]byte(nil), c.Password...)
 	return c, nil
 }
 
-// LoginError is a refused login.
-type LoginError struct{ Status LoginStatus }
-
-// Error says what the drone said.
-func (e *LoginError) Error() string {
-	switch e.Status {
-	case LoginUnknownUser:
-		return "login refused: unknown user"
-	case LoginWrongPassword:
-		return "login refused: wrong password"
-	case LoginKeyNotAuthorised:
-		return "login refused: this key is not authorised for the user"
-	case LoginRateLimited:
-		return "login refused: too many attempts, try again later"
-	case LoginBusy:
-		return "login refused: the drone is busy, try again"
-	}
-	return "login refused: the drone could not check the password"
-}
-
-// ClosedError is a session ended by the drone.
-type ClosedError struct{ Reason CloseReason }
-
-// Error says why.
-func (e *ClosedError) Error() string {
-	switch e.Reason {
-	case CloseRevoked:
-		return "session ended by the drone: user or key revoked"
-	case CloseShutdown:
-		return "session ended by the drone: shutting down"
-	}
-	return "session ended by the drone"
-}
-
-// Ack is the drone's answer to a command.
-type Ack struct {
-	ID        uint64
-	Status    AckStatus
-	Payload   []byte
-	RoundTrip time.Duration // from the first transmission to the ack
-	Attempts  int           // transmissions
-}
-
-type pendingCommand struct {
-	id       uint64
-	payload  []byte
-	first    time.Time
-	next     time.Time
-	attempts int
-	done     chan Ack
-}
-
-// Client is an operator's endpoint: it keeps a session with one drone (handshake, rekey,
-// re-handshake when the link comes back), logs in, sends commands until acknowledged and
-// receives telemetry. Safe for concurrent use.
+// Client is an operator's native endpoint: the native secure channel (handshake, rekey,
+// a new handshake when the link comes back) under the application layer (app.Client: login,
+// commands until acknowledged, telemetry), whose methods it has. Safe for concurrent use.
 type Client struct {
+	*app.Client
+	up     app.ClientUpcalls
 	cfg    ClientConfig
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -177,20 +105,7 @@ type Client struct {
 	hs          *Initiator
 	hsNext      time.Time
 	hsErr       error // the last refusal, for the final error message
-	established chan struct{}
-	estClosed   bool
-	fatal       error // a final refusal or close: every waiter fails with it
-	fatalCh     chan struct{}
-	role        Role
-	loggedIn    chan struct{}
-	loginID     uint64
-	loginNext   time.Time
-	loginTries  int
-	loginWanted bool
-	loginStatus chan LoginStatus
-	loginLast   LoginStatus // the last retryable refusal, for the timeout message
-	pending     map[uint64]*pendingCommand
-	linkUp      bool
+	failed      bool  // a final refusal: no more handshakes
 	closed      bool
 }
 
@@ -202,17 +117,12 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	c := &Client{
-		cfg:         cfg,
-		cancel:      cancel,
-		established: make(chan struct{}),
-		fatalCh:     make(chan struct{}),
-		loggedIn:    make(chan struct{}),
-		loginStatus: make(chan LoginStatus, 1),
-		pending:     make(map[uint64]*pendingCommand),
-		linkUp:      true,
+	c, err := newClient(cfg)
+	if err != nil {
+		return nil, err
 	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
 	c.mu.Lock()
 	err = c.startHandshakeLocked(0, cfg.Now())
 	c.mu.Unlock()
@@ -222,152 +132,69 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	}
 	c.wg.Go(c.readLoop)
 	c.wg.Go(func() { c.timerLoop(runCtx) })
-
-	if err := c.waitLogin(ctx); err != nil {
-		c.shutdown(false)
+	c.up.Start()
+	if err := c.up.WaitLogin(ctx); err != nil {
+		c.up.Abort()
 		return nil, err
 	}
 	return c, nil
 }
 
-// waitLogin waits for the first login answer.
-func (c *Client) waitLogin(ctx context.Context) error {
-	for {
-		select {
-		case status := <-c.loginStatus:
-			if status == LoginOK {
-				return nil
-			}
-			return &LoginError{Status: status}
-		case <-c.fatalCh:
-			return c.fatalErr()
-		case <-ctx.Done():
-			return c.noAnswer(ctx.Err())
-		}
+// newClient builds the channel and its application layer, without goroutines.
+func newClient(cfg ClientConfig) (*Client, error) {
+	c := &Client{cfg: cfg, cancel: func() {}}
+	var err error
+	c.Client, c.up, err = app.NewClient(app.ClientConfig{
+		Channel: c, User: cfg.User, Password: cfg.Password, Logger: cfg.Logger, Hooks: cfg.Hooks, Now: cfg.Now,
+		Rand: cfg.Rand, KeepaliveInterval: cfg.KeepaliveInterval, OnTelemetry: cfg.OnTelemetry, OnEvent: cfg.OnEvent,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("link: %w", err)
+	}
+	return c, nil
+}
+
+// Send implements app.ClientChannel: seal msg on the current session and send it.
+func (c *Client) Send(msg []byte, kind PacketKind) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.current == nil || c.closed {
+		return false
+	}
+	return c.sendLocked(c.current, msg, kind, c.cfg.Now())
+}
+
+// Reconnect implements app.ClientChannel: the link is lost, so agree a new session (it
+// carries the login over if the drone still has the old one).
+func (c *Client) Reconnect() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.hs == nil && c.current != nil && !c.closed && !c.failed {
+		c.startHandshakeLocked(c.current.remote, c.cfg.Now())
 	}
 }
 
-// noAnswer explains a timeout: the last refusal if there was one, else plain silence.
-func (c *Client) noAnswer(cause error) error {
+// NoSession implements app.ClientChannel: why there is no session yet, if there is none.
+func (c *Client) NoSession(cause error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
-	case c.hsErr != nil && c.current == nil:
+	case c.current != nil:
+		return nil
+	case c.hsErr != nil:
 		return fmt.Errorf("no session with the drone: %w", c.hsErr)
-	case c.current == nil:
-		return fmt.Errorf("no answer from the drone at %s (wrong address or PSK, or drone down): %w", c.cfg.Drone, cause)
-	case c.role == RoleNone && c.loginLast != LoginOK:
-		return fmt.Errorf("%w (still refused when time ran out)", &LoginError{Status: c.loginLast})
-	case c.role == RoleNone:
-		return fmt.Errorf("no answer to the login: %w", cause)
 	}
-	return fmt.Errorf("no acknowledgement from the drone: %w", cause)
+	return fmt.Errorf("no answer from the drone at %s (wrong address or PSK, or drone down): %w", c.cfg.Drone, cause)
 }
 
-func (c *Client) fatalErr() error {
+// Shutdown implements app.ClientChannel: stop the goroutines and close the socket.
+func (c *Client) Shutdown(bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.fatal
-}
-
-// failLocked records a final error and wakes every waiter.
-func (c *Client) failLocked(err error) {
-	if c.fatal == nil {
-		c.fatal = err
-		close(c.fatalCh)
-	}
-}
-
-// Role is the role the drone granted at login.
-func (c *Client) Role() Role {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.role
-}
-
-// Done is closed when the session ends for good (the drone closed it or refused us); Err
-// then says why.
-func (c *Client) Done() <-chan struct{} { return c.fatalCh }
-
-// Err is why the client stopped, or nil while it runs.
-func (c *Client) Err() error { return c.fatalErr() }
-
-// Command sends payload as one command and waits for its acknowledgement, retransmitting
-// with backoff until then or until ctx ends (at most MaxCommandLifetime). The drone
-// executes it at most once however often it is retransmitted.
-func (c *Client) Command(ctx context.Context, payload []byte) (Ack, error) {
-	if len(payload) > MaxCommandPayload {
-		return Ack{}, ErrTooLarge
-	}
-	ctx, cancel := context.WithTimeout(ctx, MaxCommandLifetime)
-	defer cancel()
-	now := c.cfg.Now()
-	p := &pendingCommand{id: randomID(c.cfg.Rand), payload: append([]byte(nil), payload...), first: now, done: make(chan Ack, 1)}
-	c.mu.Lock()
-	if c.fatal != nil || c.closed {
-		c.mu.Unlock()
-		return Ack{}, c.closedErr()
-	}
-	c.pending[p.id] = p
-	c.transmitLocked(p, now)
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.pending, p.id)
-		c.mu.Unlock()
-	}()
-	select {
-	case ack := <-p.done:
-		return ack, nil
-	case <-c.fatalCh:
-		return Ack{}, c.fatalErr()
-	case <-ctx.Done():
-		return Ack{}, c.noAnswer(ctx.Err())
-	}
-}
-
-func (c *Client) closedErr() error {
-	if c.fatal != nil {
-		return c.fatal
-	}
-	return ErrClosed
-}
-
-// transmitLocked sends a pending command if a session is up and schedules its retry.
-func (c *Client) transmitLocked(p *pendingCommand, now time.Time) {
-	p.next = now.Add(RetryDelay(p.attempts, RequestRetryInitial, RequestRetryMax))
-	if c.current == nil || c.role == RoleNone {
-		return
-	}
-	p.attempts++
-	if p.attempts > 1 {
-		c.event(Event{Kind: EventCommandRetry, Attempt: p.attempts})
-	}
-	c.sendLocked(c.current, AppendCommand(nil, p.id, p.payload), KindCommand, now)
-}
-
-// Close tells the drone the session is over and stops the client.
-func (c *Client) Close() error {
-	c.shutdown(true)
-	return nil
-}
-
-func (c *Client) shutdown(notify bool) {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return
-	}
 	c.closed = true
-	if notify && c.current != nil && c.fatal == nil {
-		c.sendLocked(c.current, AppendClose(nil, CloseNormal), KindClose, c.cfg.Now())
-	}
-	c.failLocked(ErrClosed)
 	c.mu.Unlock()
 	c.cancel()
 	c.cfg.Conn.Close()
 	c.wg.Wait()
-	crypto.Wipe(c.cfg.Password)
 }
 
 func (c *Client) event(e Event) {
@@ -406,23 +233,24 @@ func (c *Client) sendInitiationLocked(now time.Time) error {
 	return nil
 }
 
-func (c *Client) write(pkt []byte, kind PacketKind) {
+func (c *Client) write(pkt []byte, kind PacketKind) bool {
 	if err := c.cfg.Conn.WriteTo(pkt, c.cfg.Drone); err != nil {
 		c.cfg.Logger.Debug("send failed", "err", err)
-		return
+		return false
 	}
 	c.cfg.Hooks.PacketSent(kind, len(pkt))
+	return true
 }
 
-func (c *Client) sendLocked(s *Session, plaintext []byte, kind PacketKind, now time.Time) {
+func (c *Client) sendLocked(s *Session, plaintext []byte, kind PacketKind, now time.Time) bool {
 	if s.expired(now) {
-		return // the drone would drop it; a new session is being agreed
+		return false // the drone would drop it; a new session is being agreed
 	}
 	pkt, err := s.Seal(make([]byte, 0, MaxDatagramSize), plaintext, now)
 	if err != nil {
-		return
+		return false
 	}
-	c.write(pkt, kind)
+	return c.write(pkt, kind)
 }
 
 // readLoop reads the socket until it is closed.
@@ -463,19 +291,21 @@ func (c *Client) handleDatagram(pkt []byte, now time.Time) {
 func (c *Client) handleResponse(pkt []byte) {
 	now := c.cfg.Now()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.hs == nil {
+		c.mu.Unlock()
 		c.cfg.Hooks.Dropped(DropUnknownSession)
 		return
 	}
 	keys, r, err := c.hs.ConsumeResponse(pkt)
 	if err != nil {
+		c.mu.Unlock()
 		c.cfg.Hooks.Dropped(dropReasonFor(err))
 		return
 	}
 	sess, err := NewSession(&keys, c.hs.local, r.Sender, c.cfg.ReplayWindow, now)
 	keys.wipe()
 	if err != nil {
+		c.mu.Unlock()
 		c.cfg.Logger.Error("session setup failed", "err", err)
 		return
 	}
@@ -488,48 +318,36 @@ func (c *Client) handleResponse(pkt []byte) {
 	c.current = sess
 	c.cfg.Hooks.Handshake(HandshakeOK)
 	c.event(Event{Kind: EventEstablished})
-	c.setLinkLocked(true)
-	if !c.estClosed {
-		c.estClosed = true
-		close(c.established)
-	}
-	// Confirm the keys to the drone at once, then log in unless the login carried over.
+	// Confirm the keys to the drone at once.
 	c.sendLocked(sess, AppendKeepalive(nil), KindKeepalive, now)
-	if r.Flags&FlagLoginCarried == 0 || c.role == RoleNone {
-		c.loginWanted = true
-		c.loginID, c.loginTries = randomID(c.cfg.Rand), 0
-		c.sendLoginLocked(now)
-	}
-	for _, p := range c.pending {
-		c.transmitLocked(p, now)
-	}
-}
-
-func (c *Client) sendLoginLocked(now time.Time) {
-	c.loginTries++
-	c.loginNext = now.Add(RetryDelay(c.loginTries-1, RequestRetryInitial, RequestRetryMax))
-	c.sendLocked(c.current, AppendLogin(nil, c.loginID, c.cfg.User, c.cfg.Password), KindLogin, now)
-	c.event(Event{Kind: EventLoginSent, Attempt: c.loginTries})
+	c.mu.Unlock()
+	c.up.Established(r.Flags&FlagLoginCarried != 0, now)
 }
 
 func (c *Client) handleError(pkt []byte) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.hs == nil {
+		c.mu.Unlock()
 		c.cfg.Hooks.Dropped(DropUnknownSession)
 		return
 	}
 	code, err := c.hs.ConsumeError(pkt)
 	if err != nil {
+		c.mu.Unlock()
 		c.cfg.Hooks.Dropped(dropReasonFor(err))
 		return
 	}
 	c.cfg.Hooks.Handshake(HandshakeRefused)
 	c.hsErr = code.Err()
 	c.event(Event{Kind: EventRefused, Err: c.hsErr})
-	if c.hs.State() == StateFailed {
+	final := c.hs.State() == StateFailed
+	if final {
 		c.hs = nil
-		c.failLocked(fmt.Errorf("drone refused the session: %w", code.Err()))
+		c.failed = true
+	}
+	c.mu.Unlock()
+	if final {
+		c.up.Fail(fmt.Errorf("drone refused the session: %w", code.Err()))
 	}
 }
 
@@ -566,117 +384,10 @@ func (c *Client) handleData(pkt []byte, now time.Time) {
 		c.cfg.Hooks.Dropped(dropReasonFor(err))
 		return
 	}
-	var m Message
-	if err := ParseMessage(plain, &m); err != nil {
-		c.cfg.Hooks.Dropped(DropMalformed)
-		return
-	}
-	c.cfg.Hooks.PacketReceived(kindOfMessage(m.Type), 0)
-	c.mu.Lock()
-	c.setLinkLocked(true)
-	c.mu.Unlock()
-	switch m.Type {
-	case MsgTelemetry:
-		if c.cfg.OnTelemetry != nil {
-			c.cfg.OnTelemetry(m.Payload)
-		}
-	case MsgKeepalive:
-	case MsgLoginResult:
-		c.handleLoginResult(&m)
-	case MsgAck:
-		c.handleAck(&m, now)
-	case MsgClose:
-		c.mu.Lock()
-		c.failLocked(&ClosedError{Reason: m.Reason})
-		c.mu.Unlock()
-	default:
-		c.cfg.Hooks.Dropped(DropUnexpected)
-	}
+	c.up.Receive(plain, now)
 }
 
-func (c *Client) handleLoginResult(m *Message) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.loginWanted || m.ID != c.loginID {
-		c.cfg.Hooks.Dropped(DropUnexpected)
-		return
-	}
-	status := LoginStatus(m.Status)
-	c.cfg.Hooks.Login(status)
-	if status == LoginBusy || status == LoginRateLimited {
-		// Not a verdict on the credentials: try again after the backoff (a new id, so the
-		// drone checks again).
-		c.loginLast = status
-		c.loginID = randomID(c.cfg.Rand)
-		return
-	}
-	c.loginWanted = false
-	if status != LoginOK {
-		if c.role == RoleNone {
-			select {
-			case c.loginStatus <- status:
-			default:
-			}
-		}
-		c.failLocked(&LoginError{Status: status})
-		return
-	}
-	c.role = m.Role
-	c.event(Event{Kind: EventLoggedIn})
-	select {
-	case c.loginStatus <- status:
-	default:
-	}
-	now := c.cfg.Now()
-	for _, p := range c.pending {
-		c.transmitLocked(p, now)
-	}
-}
-
-func (c *Client) handleAck(m *Message, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p := c.pending[m.ID]
-	if p == nil {
-		return // a duplicate ack of a finished command
-	}
-	status := AckStatus(m.Status)
-	switch status {
-	case AckBusy:
-		return // retransmit later
-	case AckNotLoggedIn:
-		// The drone lost our login (it restarted): log in again, then retransmit.
-		if !c.loginWanted {
-			c.loginWanted = true
-			c.loginID, c.loginTries = randomID(c.cfg.Rand), 0
-			c.sendLoginLocked(now)
-		}
-		return
-	}
-	delete(c.pending, m.ID)
-	rtt := now.Sub(p.first)
-	c.cfg.Hooks.Command(status)
-	c.cfg.Hooks.CommandRoundTrip(rtt)
-	p.done <- Ack{ID: m.ID, Status: status, Payload: append([]byte(nil), m.Payload...), RoundTrip: rtt, Attempts: p.attempts}
-}
-
-func (c *Client) setLinkLocked(up bool) {
-	if c.linkUp == up {
-		return
-	}
-	c.linkUp = up
-	c.cfg.Hooks.LinkState(up)
-	if up {
-		c.cfg.Logger.Info("link restored")
-		c.event(Event{Kind: EventLinkRestored})
-	} else {
-		c.cfg.Logger.Warn("link lost")
-		c.event(Event{Kind: EventLinkLost})
-	}
-}
-
-// timerLoop retransmits initiations, logins and commands, sends keepalives, rekeys and
-// re-handshakes when the link is lost.
+// timerLoop retransmits initiations and rekeys.
 func (c *Client) timerLoop(ctx context.Context) {
 	t := time.NewTicker(timerTick / 2)
 	defer t.Stop()
@@ -693,7 +404,7 @@ func (c *Client) timerLoop(ctx context.Context) {
 func (c *Client) tick(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed || c.fatal != nil {
+	if c.closed || c.failed {
 		return
 	}
 	if c.hs != nil && !now.Before(c.hsNext) {
@@ -704,32 +415,7 @@ func (c *Client) tick(now time.Time) {
 	if c.previous != nil && now.After(c.previousEnd) {
 		c.previous = nil
 	}
-	cur := c.current
-	if cur == nil {
-		return
-	}
-	if c.loginWanted && !now.Before(c.loginNext) {
-		c.sendLoginLocked(now)
-	}
-	for _, p := range c.pending {
-		if !now.Before(p.next) {
-			c.transmitLocked(p, now)
-		}
-	}
-	if cur.sinceRecv(now) >= LinkLostKeepalives*c.cfg.KeepaliveInterval {
-		c.setLinkLocked(false)
-	}
-	if c.hs == nil {
-		switch {
-		case cur.expired(now) || cur.needsRekeyAfter(now, c.cfg.RekeyAfterTime):
-			c.startHandshakeLocked(cur.remote, now)
-		case !c.linkUp:
-			// The drone may have lost the session: agree a new one (it carries the login
-			// over if the drone still has the old one).
-			c.startHandshakeLocked(cur.remote, now)
-		}
-	}
-	if cur.sinceSend(now) >= c.cfg.KeepaliveInterval && !cur.expired(now) {
-		c.sendLocked(cur, AppendKeepalive(nil), KindKeepalive, now)
+	if cur := c.current; cur != nil && c.hs == nil && (cur.expired(now) || cur.needsRekeyAfter(now, c.cfg.RekeyAfterTime)) {
+		c.startHandshakeLocked(cur.remote, now)
 	}
 }

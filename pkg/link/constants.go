@@ -134,19 +134,8 @@ const (
 	// for initiations; each retry is a fresh initiation with a newer timestamp.
 	HandshakeRetryInitial = 400 * time.Millisecond
 	HandshakeRetryMax     = 2 * time.Second
-	// RequestRetryInitial and RequestRetryMax: backoff for logins and commands awaiting an answer.
-	RequestRetryInitial = 200 * time.Millisecond
-	RequestRetryMax     = time.Second
-	// KeepaliveInterval: an established endpoint that has sent nothing for this long sends a keepalive.
-	KeepaliveInterval = 5 * time.Second
-	// LinkLostAfter: no authenticated datagram for this long marks the link lost. It is
-	// always LinkLostKeepalives keepalive intervals, also when the interval is configured.
-	LinkLostAfter      = LinkLostKeepalives * KeepaliveInterval
-	LinkLostKeepalives = 3
 	// SessionIdleTimeout: the drone forgets a session that has been silent this long.
 	SessionIdleTimeout = 60 * time.Second
-	// MaxCommandLifetime caps how long an operator retransmits one command.
-	MaxCommandLifetime = 30 * time.Second
 	// DedupLifetime: the drone remembers an executed command id this long: longer than any
 	// copy of it can still be accepted. A copy held back by an attacker stays acceptable as
 	// long as its session lives (RejectAfterTime, plus PreviousSessionGrace once replaced)
@@ -171,12 +160,6 @@ var ClockSaneAfter = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 const (
 	DefaultMaxSessions       = 1024
 	DefaultMaxSessionsPerKey = 8
-	DefaultDedupCapacity     = 16384 // executed command ids remembered per operator key
-	DefaultLoginWorkers      = 2     // concurrent password checks (argon2 is memory-hard)
-	DefaultLoginQueue        = 16
-	DefaultCommandQueue      = 64
-	MaxUserNameSize          = 64
-	MaxPasswordSize          = 256
 )
 
 // timerTick is how often endpoints look at their timers.

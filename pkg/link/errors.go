@@ -1,12 +1,16 @@
 package link
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/dronelink/dronelink/pkg/app"
+)
 
 // Sentinel errors for protocol failures. Compare with errors.Is; endpoints wrap them with
 // context. None of them ever carries key material or packet contents.
 var (
 	// ErrMalformed: wrong length, type, version or field value.
-	ErrMalformed = errors.New("malformed datagram")
+	ErrMalformed = app.ErrMalformed
 	// ErrBadMAC: the PSK MAC did not verify (wrong PSK or tampering).
 	ErrBadMAC = errors.New("bad PSK MAC")
 	// ErrStale: an initiation not strictly newer than the last accepted one for its key.
@@ -30,7 +34,7 @@ var (
 	// ErrSessionExpired: the session passed its message or time limit and must be rekeyed.
 	ErrSessionExpired = errors.New("session expired")
 	// ErrTooLarge: a message that does not fit one datagram.
-	ErrTooLarge = errors.New("message too large for one datagram")
+	ErrTooLarge = app.ErrTooLarge
 	// ErrClosed: the endpoint was closed.
-	ErrClosed = errors.New("link closed")
+	ErrClosed = app.ErrClosed
 )

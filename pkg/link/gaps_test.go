@@ -671,46 +671,6 @@ func TestReplayAfterDroneRestart(t *testing.T) {
 	r2.execs.check(t, 0)
 }
 
-// G13: warnLimiter logs a message at most once per interval, counts what it suppressed,
-// and limits each message on its own.
-func TestWarnLimiterRateLimits(t *testing.T) {
-	h := &recordHandler{}
-	w := newWarnLimiter(slog.New(h), time.Hour)
-	for range 100 {
-		w.Warn("handshake refused", "from", attackerAddr)
-		w.Info("operator roamed", "to", attackerAddr)
-	}
-	w.Warn("login refused")
-	if h.count("handshake refused") != 1 || h.count("operator roamed") != 1 || h.count("login refused") != 1 || h.count("") != 3 {
-		t.Fatalf("%d lines for 201 warnings of 3 messages", h.count(""))
-	}
-	h.mu.Lock()
-	if h.records[1].Level != slog.LevelInfo || h.records[0].Level != slog.LevelWarn {
-		t.Errorf("levels %v, %v", h.records[0].Level, h.records[1].Level)
-	}
-	h.mu.Unlock()
-	// Once the interval has passed, the next line says how many were suppressed.
-	w.mu.Lock()
-	w.last["handshake refused"] = time.Now().Add(-2 * time.Hour)
-	w.mu.Unlock()
-	w.Warn("handshake refused", "from", attackerAddr)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.records) != 4 {
-		t.Fatalf("%d lines, want 4", len(h.records))
-	}
-	suppressed := int64(-1)
-	h.records[3].Attrs(func(a slog.Attr) bool {
-		if a.Key == "suppressed" {
-			suppressed = a.Value.Int64()
-		}
-		return true
-	})
-	if suppressed != 99 {
-		t.Errorf("suppressed = %d, want 99", suppressed)
-	}
-}
-
 // G13, through the server: 50 replayed initiations (each refused as stale, from several
 // addresses) produce one warning line.
 func TestRefusalWarningsRateLimited(t *testing.T) {
@@ -764,10 +724,12 @@ func TestForgedTrafficToOperatorAllocatesNothing(t *testing.T) {
 	}
 	// A client in the middle of a rekey: a live session and an outstanding handshake, with
 	// no goroutines, so only the receive path runs.
-	c := &Client{cfg: cfg, established: make(chan struct{}), fatalCh: make(chan struct{}), loggedIn: make(chan struct{}),
-		loginStatus: make(chan LoginStatus, 1), pending: map[uint64]*pendingCommand{}, linkUp: true}
+	c, err := newClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	op, drone := sessionPair(t, 0)
-	c.current, c.role = op, RolePilot
+	c.current = op
 	c.hs = wireInitiator(t, testOp1, &testDrone.PublicKey, 0x0101, op.remote)
 	initPkt, err := c.hs.Initiation(time.Now())
 	if err != nil {
@@ -825,8 +787,8 @@ func TestForgedTrafficToOperatorAllocatesNothing(t *testing.T) {
 			}
 		})
 	}
-	if c.hs == nil || c.hs.State() != StateInitiationSent || c.fatal != nil || c.current != op {
-		t.Errorf("forged traffic changed the client's state: hs %v, fatal %v", c.hs, c.fatal)
+	if c.hs == nil || c.hs.State() != StateInitiationSent || c.Err() != nil || c.current != op {
+		t.Errorf("forged traffic changed the client's state: hs %v, fatal %v", c.hs, c.Err())
 	}
 }
 

@@ -27,7 +27,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"io"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -91,17 +90,6 @@ func nextTimestamp(now time.Time) uint64 {
 			return ts
 		}
 	}
-}
-
-// RetryDelay is the capped exponential backoff before retry number attempt (0-based),
-// with up to 25% random jitter so many operators do not retry in lockstep.
-func RetryDelay(attempt int, initial, maxDelay time.Duration) time.Duration {
-	d := initial
-	for i := 0; i < attempt && d < maxDelay; i++ {
-		d *= 2
-	}
-	d = min(d, maxDelay)
-	return d + time.Duration(rand.Int64N(int64(d)/4+1))
 }
 
 // schedule is the output of the key schedule.

@@ -3,41 +3,9 @@ package link
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/dronelink/dronelink/pkg/app"
 )
-
-// DropReason says why a received datagram was dropped. The names are the metric labels.
-type DropReason uint8
-
-// Drop reasons, cheapest check first.
-const (
-	DropMalformed      DropReason = iota // wrong size, type, version or message layout
-	DropBadMAC                           // PSK MAC did not verify
-	DropRateLimited                      // a rate limiter refused it
-	DropStale                            // initiation not newer than the last accepted one
-	DropUnknownKey                       // initiation from an operator key not authorised
-	DropWrongDroneKey                    // initiation wrapped to another drone key
-	DropBadSignature                     // operator signature did not verify
-	DropSessionLimit                     // session table full
-	DropUnknownSession                   // receiver index names no live session
-	DropDecrypt                          // AEAD tag or key confirmation did not verify
-	DropReplay                           // data counter already seen or too old
-	DropExpired                          // session past its counter or time limit
-	DropUnexpected                       // authentic but not valid here (direction or state)
-	NumDropReasons                       // count of reasons, for arrays indexed by reason
-)
-
-var dropNames = [NumDropReasons]string{
-	"malformed", "bad_mac", "rate_limited", "stale", "unknown_key", "wrong_drone_key",
-	"bad_signature", "session_limit", "unknown_session", "decrypt", "replay", "expired", "unexpected",
-}
-
-// String is the reason's metric label.
-func (r DropReason) String() string {
-	if r < NumDropReasons {
-		return dropNames[r]
-	}
-	return "unknown"
-}
 
 // dropReasonFor maps a protocol error to its drop reason.
 func dropReasonFor(err error) DropReason {
@@ -68,47 +36,6 @@ func dropReasonFor(err error) DropReason {
 	return DropMalformed
 }
 
-// PacketKind labels datagrams in traffic counters: the outer type, or for data datagrams
-// (once decrypted) the message type.
-type PacketKind uint8
-
-// Packet kinds.
-const (
-	KindInitiation PacketKind = iota
-	KindResponse
-	KindError
-	KindData // a data datagram not (yet) decrypted
-	KindLogin
-	KindLoginResult
-	KindCommand
-	KindAck
-	KindTelemetry
-	KindKeepalive
-	KindClose
-	NumPacketKinds
-)
-
-var kindNames = [NumPacketKinds]string{
-	"initiation", "response", "error", "data", "login", "login_result", "command", "ack",
-	"telemetry", "keepalive", "close",
-}
-
-// String is the kind's metric label.
-func (k PacketKind) String() string {
-	if k < NumPacketKinds {
-		return kindNames[k]
-	}
-	return "unknown"
-}
-
-// kindOfMessage maps a plaintext message type to its packet kind.
-func kindOfMessage(t byte) PacketKind {
-	if t >= MsgLogin && t <= MsgClose {
-		return KindLogin + PacketKind(t-MsgLogin)
-	}
-	return KindData
-}
-
 // HandshakeResult labels handshake outcomes.
 type HandshakeResult uint8
 
@@ -133,50 +60,31 @@ func (r HandshakeResult) String() string {
 	return "unknown"
 }
 
-// Hooks receives the link's events, for metrics. Every method must be cheap, must not
-// block and must not allocate: they run on the per-packet path. Embed NopHooks to
-// implement only some of them.
+// Hooks receives an endpoint's events, for metrics: the application layer's (app.Hooks)
+// and the native channel's. Every method must be cheap, must not block and must not
+// allocate: they run on the per-packet path. Embed NopHooks to implement only some of them.
 type Hooks interface {
-	// PacketReceived counts a datagram read from the socket: kind is the outer type, or
-	// the message type once a data datagram is decrypted (then size is 0 so bytes are
-	// counted once).
-	PacketReceived(kind PacketKind, size int)
+	app.Hooks
 	// PacketSent counts a datagram written to the socket.
 	PacketSent(kind PacketKind, size int)
-	// Dropped counts a datagram dropped for reason.
-	Dropped(reason DropReason)
 	// Handshake counts a completed handshake attempt by result.
 	Handshake(result HandshakeResult)
-	// Login counts a login answer by status.
-	Login(status LoginStatus)
-	// Command counts a command answer by status (drone side) or received ack (operator side).
-	Command(status AckStatus)
-	// CommandRoundTrip observes the time from a command's first transmission to its ack.
-	CommandRoundTrip(d time.Duration)
 	// SessionsActive reports the number of live sessions after a change.
 	SessionsActive(n int)
 	// Rekeyed counts a session replaced by a newer one with the same peer.
 	Rekeyed()
-	// LinkState reports a session's link going down (no datagram for LinkLostAfter) or up.
-	LinkState(up bool)
 	// HandshakeWork counts an expensive handshake operation (RSA or X25519) about to run.
 	HandshakeWork(w HandshakeWork)
 }
 
 // NopHooks ignores every event.
-type NopHooks struct{}
+type NopHooks struct{ app.NopHooks }
 
-func (NopHooks) PacketReceived(PacketKind, int) {}
-func (NopHooks) PacketSent(PacketKind, int)     {}
-func (NopHooks) Dropped(DropReason)             {}
-func (NopHooks) Handshake(HandshakeResult)      {}
-func (NopHooks) Login(LoginStatus)              {}
-func (NopHooks) Command(AckStatus)              {}
-func (NopHooks) CommandRoundTrip(time.Duration) {}
-func (NopHooks) SessionsActive(int)             {}
-func (NopHooks) Rekeyed()                       {}
-func (NopHooks) LinkState(bool)                 {}
-func (NopHooks) HandshakeWork(HandshakeWork)    {}
+func (NopHooks) PacketSent(PacketKind, int)  {}
+func (NopHooks) Handshake(HandshakeResult)   {}
+func (NopHooks) SessionsActive(int)          {}
+func (NopHooks) Rekeyed()                    {}
+func (NopHooks) HandshakeWork(HandshakeWork) {}
 
 // Counters is a Hooks that counts every event with atomics: for tests, and for embedders
 // that want numbers without Prometheus.

@@ -43,7 +43,6 @@ type Session struct {
 	maxCounter uint64 // highest counter accepted so far, plus one (0: none yet)
 
 	lastRecv atomic.Int64 // unix nanoseconds of the last authenticated datagram
-	lastSend atomic.Int64 // unix nanoseconds of the last datagram sent
 	peer     atomic.Pointer[netip.AddrPort]
 }
 
@@ -63,7 +62,6 @@ func NewSession(keys *SessionKeys, local, remote uint16, window int, now time.Ti
 		return nil, ErrMalformed
 	}
 	s.lastRecv.Store(now.UnixNano())
-	s.lastSend.Store(now.UnixNano())
 	return s, nil
 }
 
@@ -93,7 +91,6 @@ func (s *Session) Seal(dst, plaintext []byte, now time.Time) ([]byte, error) {
 	dst = appendDataHeader(dst, s.remote, uint32(counter))
 	dst = s.sendAEAD.Seal(dst, counter, plaintext, dst[start:start+DataHeaderSize])
 	s.sendMu.Unlock()
-	s.lastSend.Store(now.UnixNano())
 	return dst, nil
 }
 
@@ -157,11 +154,6 @@ func (s *Session) expired(now time.Time) bool {
 // sinceRecv is how long ago the last authenticated datagram arrived.
 func (s *Session) sinceRecv(now time.Time) time.Duration {
 	return time.Duration(now.UnixNano() - s.lastRecv.Load())
-}
-
-// sinceSend is how long ago the last datagram was sent.
-func (s *Session) sinceSend(now time.Time) time.Duration {
-	return time.Duration(now.UnixNano() - s.lastSend.Load())
 }
 
 // Peer is the address datagrams for this session go to.

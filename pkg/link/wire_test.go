@@ -7,7 +7,6 @@ import (
 	"crypto/rsa"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -73,26 +72,6 @@ func wireSynthData(receiver uint16, counter uint32, n int) []byte {
 }
 
 // wireAppendMessage re-encodes a parsed message with the package's builders.
-func wireAppendMessage(dst []byte, m *Message) []byte {
-	switch m.Type {
-	case MsgLogin:
-		return AppendLogin(dst, m.ID, string(m.User), m.Password)
-	case MsgLoginResult:
-		return AppendLoginResult(dst, m.ID, LoginStatus(m.Status), m.Role)
-	case MsgCommand:
-		return AppendCommand(dst, m.ID, m.Payload)
-	case MsgAck:
-		return AppendAck(dst, m.ID, AckStatus(m.Status), m.Payload)
-	case MsgTelemetry:
-		return AppendTelemetry(dst, m.Payload)
-	case MsgKeepalive:
-		return AppendKeepalive(dst)
-	case MsgClose:
-		return AppendClose(dst, m.Reason)
-	}
-	panic(fmt.Sprintf("wireAppendMessage: type %d", m.Type))
-}
-
 // wireMAC is the handshake MAC under testPSK.
 func wireMAC(t testing.TB) *crypto.MAC {
 	t.Helper()
@@ -597,133 +576,6 @@ func TestWireDataBytes(t *testing.T) {
 		if _, err := a.Seal(nil, make([]byte, n), now); !errors.Is(err, ErrTooLarge) {
 			t.Errorf("Seal of %d bytes: %v", n, err)
 		}
-	}
-}
-
-func TestMessageRoundTrip(t *testing.T) {
-	user64 := string(wireFill(MaxUserNameSize, 'u'))
-	pw256 := wireFill(MaxPasswordSize, 'p')
-	for _, c := range []struct {
-		name string
-		b    []byte
-		want Message
-		raw  []byte // expected bytes, when given
-	}{
-		{"login", AppendLogin(nil, 0x0102030405060708, "alice", []byte("pw")),
-			Message{Type: MsgLogin, ID: 0x0102030405060708, User: []byte("alice"), Password: []byte("pw")},
-			[]byte{1, 1, 2, 3, 4, 5, 6, 7, 8, 5, 'a', 'l', 'i', 'c', 'e', 'p', 'w'}},
-		{"login empty password", AppendLogin(nil, 1, "a", nil),
-			Message{Type: MsgLogin, ID: 1, User: []byte("a"), Password: []byte{}}, nil},
-		{"login max sizes", AppendLogin(nil, 2, user64, pw256),
-			Message{Type: MsgLogin, ID: 2, User: []byte(user64), Password: pw256}, nil},
-		{"login result", AppendLoginResult(nil, 0xfffffffffffffffe, LoginOK, RolePilot),
-			Message{Type: MsgLoginResult, ID: 0xfffffffffffffffe, Status: byte(LoginOK), Role: RolePilot},
-			[]byte{2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0, 2}},
-		{"login result max status", AppendLoginResult(nil, 3, LoginInternal, RoleNone),
-			Message{Type: MsgLoginResult, ID: 3, Status: byte(LoginInternal), Role: RoleNone}, nil},
-		{"command", AppendCommand(nil, 9, []byte("arm")),
-			Message{Type: MsgCommand, ID: 9, Payload: []byte("arm")},
-			[]byte{3, 0, 0, 0, 0, 0, 0, 0, 9, 'a', 'r', 'm'}},
-		{"command empty", AppendCommand(nil, 0, nil), Message{Type: MsgCommand, Payload: []byte{}}, nil},
-		{"command max", AppendCommand(nil, 1, wireFill(MaxCommandPayload, 'c')),
-			Message{Type: MsgCommand, ID: 1, Payload: wireFill(MaxCommandPayload, 'c')}, nil},
-		{"ack", AppendAck(nil, 10, AckBusy, []byte("r")),
-			Message{Type: MsgAck, ID: 10, Status: byte(AckBusy), Payload: []byte("r")},
-			[]byte{4, 0, 0, 0, 0, 0, 0, 0, 10, 4, 'r'}},
-		{"ack max", AppendAck(nil, 11, AckOK, wireFill(MaxAckPayload, 'a')),
-			Message{Type: MsgAck, ID: 11, Payload: wireFill(MaxAckPayload, 'a')}, nil},
-		{"telemetry", AppendTelemetry(nil, []byte("alt=12")),
-			Message{Type: MsgTelemetry, Payload: []byte("alt=12")}, []byte("\x05alt=12")},
-		{"telemetry empty", AppendTelemetry(nil, nil), Message{Type: MsgTelemetry, Payload: []byte{}}, nil},
-		{"telemetry max", AppendTelemetry(nil, wireFill(MaxTelemetryPayload, 't')),
-			Message{Type: MsgTelemetry, Payload: wireFill(MaxTelemetryPayload, 't')}, nil},
-		{"keepalive", AppendKeepalive(nil), Message{Type: MsgKeepalive}, []byte{6}},
-		{"close normal", AppendClose(nil, CloseNormal), Message{Type: MsgClose, Reason: CloseNormal}, []byte{7, 0}},
-		{"close shutdown", AppendClose(nil, CloseShutdown), Message{Type: MsgClose, Reason: CloseShutdown}, []byte{7, 2}},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			if c.raw != nil && !bytes.Equal(c.b, c.raw) {
-				t.Fatalf("encoded % x, want % x", c.b, c.raw)
-			}
-			var m Message
-			if err := ParseMessage(c.b, &m); err != nil {
-				t.Fatal(err)
-			}
-			if m.Type != c.want.Type || m.ID != c.want.ID || m.Status != c.want.Status || m.Role != c.want.Role ||
-				m.Reason != c.want.Reason || !bytes.Equal(m.User, c.want.User) ||
-				!bytes.Equal(m.Password, c.want.Password) || !bytes.Equal(m.Payload, c.want.Payload) {
-				t.Fatalf("parsed %+v, want %+v", m, c.want)
-			}
-			for _, s := range [][]byte{m.User, m.Password, m.Payload} {
-				if !wireWithin(s, c.b) {
-					t.Errorf("slice outside the input")
-				}
-			}
-			if cap(m.User) != len(m.User) {
-				t.Errorf("User cap %d, len %d", cap(m.User), len(m.User))
-			}
-			if re := wireAppendMessage(nil, &m); !bytes.Equal(re, c.b) {
-				t.Errorf("re-encoded % x, want % x", re, c.b)
-			}
-		})
-	}
-}
-
-func TestMessageMalformed(t *testing.T) {
-	login := func(n byte, user, pw int) []byte {
-		b := []byte{MsgLogin, 0, 0, 0, 0, 0, 0, 0, 1, n}
-		return append(append(b, wireFill(user, 'u')...), wireFill(pw, 'p')...)
-	}
-	for _, c := range []struct {
-		name string
-		b    []byte
-	}{
-		{"nil", nil},
-		{"empty", []byte{}},
-		{"type 0", []byte{0}},
-		{"type 0 long", []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}},
-		{"type 8", []byte{8, 0}},
-		{"type 15", []byte{15}},
-		{"type 255", []byte{255, 0, 0}},
-		{"login type only", []byte{MsgLogin}},
-		{"login short header", []byte{MsgLogin, 0, 0, 0, 0, 0, 0, 0, 1}},
-		{"login user length 0", login(0, 0, 3)},
-		{"login user length 0 no body", login(0, 0, 0)},
-		{"login user length > remaining", login(5, 4, 0)},
-		{"login user length 255 short", login(255, 10, 0)},
-		{"login user > 64", login(65, 65, 0)},
-		{"login user 255", login(255, 255, 0)},
-		{"login password > 256", login(4, 4, MaxPasswordSize+1)},
-		{"login user 64 password > 256", login(64, 64, MaxPasswordSize+1)},
-		{"login result short", AppendLoginResult(nil, 1, LoginOK, RolePilot)[:LoginResultSize-1]},
-		{"login result long", append(AppendLoginResult(nil, 1, LoginOK, RolePilot), 0)},
-		{"login result type only", []byte{MsgLoginResult}},
-		{"login result bad status", AppendLoginResult(nil, 1, maxLoginStatus+1, RolePilot)},
-		{"login result status 255", AppendLoginResult(nil, 1, 255, RoleObserver)},
-		{"login result bad role", AppendLoginResult(nil, 1, LoginOK, RolePilot+1)},
-		{"login result role 255", AppendLoginResult(nil, 1, LoginOK, 255)},
-		{"command short", AppendCommand(nil, 1, nil)[:CommandHeaderSize-1]},
-		{"command type only", []byte{MsgCommand}},
-		{"ack short", AppendAck(nil, 1, AckOK, nil)[:AckHeaderSize-1]},
-		{"ack bad status", AppendAck(nil, 1, maxAckStatus+1, nil)},
-		{"ack status 255", AppendAck(nil, 1, 255, []byte("x"))},
-		{"keepalive extra byte", append(AppendKeepalive(nil), 0)},
-		{"close short", []byte{MsgClose}},
-		{"close long", append(AppendClose(nil, CloseNormal), 0)},
-		{"close bad reason", AppendClose(nil, maxClose+1)},
-		{"close reason 255", AppendClose(nil, 255)},
-		{"oversize command", AppendCommand(nil, 1, wireFill(MaxCommandPayload+1, 'c'))},
-		{"oversize ack", AppendAck(nil, 1, AckOK, wireFill(MaxAckPayload+1, 'a'))},
-		{"oversize telemetry", AppendTelemetry(nil, wireFill(MaxTelemetryPayload+1, 't'))},
-		{"oversize unknown", wireFill(MaxPlaintextSize+1, 0)},
-		{"oversize 2048", AppendTelemetry(nil, wireFill(2047, 't'))},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			var m Message
-			if err := ParseMessage(c.b, &m); !errors.Is(err, ErrMalformed) {
-				t.Fatalf("ParseMessage(% x) = %v, want ErrMalformed", c.b[:min(len(c.b), 16)], err)
-			}
-		})
 	}
 }
 

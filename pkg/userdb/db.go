@@ -427,6 +427,17 @@ func (db *DB) Login(user string, password []byte, key crypto.KeyID) (link.Role, 
 	return u.role, link.LoginOK
 }
 
+// UserRole is the cheap check of the DTLS-PSK transport, without the password: the user
+// exists, with its current role and LoginOK, or RoleNone and LoginUnknownUser. The drone
+// calls it before spending a password check and before executing every command.
+func (db *DB) UserRole(user string) (link.Role, link.LoginStatus) {
+	u, ok := db.byName[user]
+	if !ok {
+		return link.RoleNone, link.LoginUnknownUser
+	}
+	return u.role, link.LoginOK
+}
+
 // CheckPassword checks a password login without a key: the user exists and the password
 // matches. It is the password check of the DTLS-PSK transport (pkg/dtlslink), where the
 // fleet PSK authenticates the peer and there is no operator key. Like Login it takes one

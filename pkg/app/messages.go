@@ -1,4 +1,4 @@
-package link
+package app
 
 import (
 	"encoding/binary"
@@ -86,7 +86,8 @@ const (
 	LoginRateLimited      LoginStatus = 4
 	LoginBusy             LoginStatus = 5 // the password checker is saturated; retry
 	LoginInternal         LoginStatus = 6 // the drone could not check (internal error)
-	maxLoginStatus        LoginStatus = 6
+	// MaxLoginStatus is the highest login status defined; a higher one is malformed.
+	MaxLoginStatus LoginStatus = 6
 )
 
 // String names the status for logs and metrics labels.
@@ -120,7 +121,8 @@ const (
 	AckNotPermitted AckStatus = 2 // the user's role may not command; not executed
 	AckNotLoggedIn  AckStatus = 3 // no login on this session; not executed
 	AckBusy         AckStatus = 4 // the drone could not take it now; not executed, retry
-	maxAckStatus    AckStatus = 4
+	// MaxAckStatus is the highest acknowledgement status defined.
+	MaxAckStatus AckStatus = 4
 )
 
 // String names the status for logs and metrics labels.
@@ -148,7 +150,8 @@ const (
 	CloseNormal   CloseReason = 0 // the peer is done
 	CloseRevoked  CloseReason = 1 // the user or key was removed from the drone
 	CloseShutdown CloseReason = 2 // the drone is shutting down
-	maxClose      CloseReason = 2
+	// MaxCloseReason is the highest close reason defined.
+	MaxCloseReason CloseReason = 2
 )
 
 // String names the reason.
@@ -202,7 +205,7 @@ func ParseMessage(b []byte, m *Message) error {
 		}
 		m.ID = binary.BigEndian.Uint64(b[1:])
 		m.Status, m.Role = b[1+msgIDSize], Role(b[2+msgIDSize])
-		if LoginStatus(m.Status) > maxLoginStatus || m.Role > RolePilot {
+		if LoginStatus(m.Status) > MaxLoginStatus || m.Role > RolePilot {
 			return ErrMalformed
 		}
 	case MsgCommand:
@@ -217,7 +220,7 @@ func ParseMessage(b []byte, m *Message) error {
 		}
 		m.ID = binary.BigEndian.Uint64(b[1:])
 		m.Status = b[1+msgIDSize]
-		if AckStatus(m.Status) > maxAckStatus {
+		if AckStatus(m.Status) > MaxAckStatus {
 			return ErrMalformed
 		}
 		m.Payload = b[AckHeaderSize:]
@@ -228,7 +231,7 @@ func ParseMessage(b []byte, m *Message) error {
 			return ErrMalformed
 		}
 	case MsgClose:
-		if len(b) != CloseSize || CloseReason(b[1]) > maxClose {
+		if len(b) != CloseSize || CloseReason(b[1]) > MaxCloseReason {
 			return ErrMalformed
 		}
 		m.Reason = CloseReason(b[1])

@@ -1,0 +1,48 @@
+// Package ratelog logs warnings at a bounded rate. Anyone on the radio path can trigger a
+// refusal; logging each one would let attack traffic flood the drone's logs and disk, so
+// each message is logged at most once per interval with a count of those it suppressed.
+package ratelog
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Limiter logs each message at most once per interval. Safe for concurrent use.
+type Limiter struct {
+	logger   *slog.Logger
+	interval time.Duration
+	mu       sync.Mutex
+	last     map[string]time.Time
+	dropped  map[string]int
+}
+
+// New returns a limiter logging to logger at most once per interval per message.
+func New(logger *slog.Logger, interval time.Duration) *Limiter {
+	return &Limiter{logger: logger, interval: interval, last: map[string]time.Time{}, dropped: map[string]int{}}
+}
+
+// Warn logs msg with args at Warn level unless msg was logged less than interval ago.
+func (w *Limiter) Warn(msg string, args ...any) { w.log(slog.LevelWarn, msg, args) }
+
+// Info is Warn at Info level, for events an attacker can trigger at will (roaming).
+func (w *Limiter) Info(msg string, args ...any) { w.log(slog.LevelInfo, msg, args) }
+
+func (w *Limiter) log(level slog.Level, msg string, args []any) {
+	now := time.Now()
+	w.mu.Lock()
+	if now.Sub(w.last[msg]) < w.interval {
+		w.dropped[msg]++
+		w.mu.Unlock()
+		return
+	}
+	suppressed := w.dropped[msg]
+	w.last[msg], w.dropped[msg] = now, 0
+	w.mu.Unlock()
+	if suppressed > 0 {
+		args = append(args, "suppressed", suppressed)
+	}
+	w.logger.Log(context.Background(), level, msg, args...)
+}

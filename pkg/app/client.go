@@ -1,0 +1,593 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mathrand "math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/dronelink/dronelink/pkg/crypto"
+)
+
+// EventKind names a client progress event.
+type EventKind int
+
+// Client events, for progress display and logs.
+const (
+	EventHandshakeSent EventKind = iota // an initiation went out (Attempt counts from 1)
+	EventEstablished                    // a session was agreed
+	EventLoginSent                      // a login went out (Attempt counts from 1)
+	EventLoggedIn                       // the drone accepted the login
+	EventCommandRetry                   // a command was retransmitted (Attempt counts from 2)
+	EventLinkLost                       // nothing heard from the drone for the link-lost time
+	EventLinkRestored                   // the drone is heard again
+	EventRefused                        // the drone refused a handshake (Err says why)
+)
+
+// Event is one client progress event.
+type Event struct {
+	Kind    EventKind
+	Attempt int
+	Err     error
+}
+
+// LoginError is a refused login.
+type LoginError struct{ Status LoginStatus }
+
+// Error says what the drone said.
+func (e *LoginError) Error() string {
+	switch e.Status {
+	case LoginUnknownUser:
+		return "login refused: unknown user"
+	case LoginWrongPassword:
+		return "login refused: wrong password"
+	case LoginKeyNotAuthorised:
+		return "login refused: this key is not authorised for the user"
+	case LoginRateLimited:
+		return "login refused: too many attempts, try again later"
+	case LoginBusy:
+		return "login refused: the drone is busy, try again"
+	}
+	return "login refused: the drone could not check the password"
+}
+
+// ClosedError is a session ended by the drone.
+type ClosedError struct{ Reason CloseReason }
+
+// Error says why.
+func (e *ClosedError) Error() string {
+	switch e.Reason {
+	case CloseRevoked:
+		return "session ended by the drone: user or key revoked"
+	case CloseShutdown:
+		return "session ended by the drone: shutting down"
+	}
+	return "session ended by the drone"
+}
+
+// Ack is the drone's answer to a command.
+type Ack struct {
+	ID        uint64
+	Status    AckStatus
+	Payload   []byte
+	RoundTrip time.Duration // from the first transmission to the ack
+	Attempts  int           // transmissions
+}
+
+// RetryDelay is the capped exponential backoff with jitter: initial doubled attempt times,
+// at most maxDelay, plus up to a quarter more at random so that many operators do not
+// retransmit in step.
+func RetryDelay(attempt int, initial, maxDelay time.Duration) time.Duration {
+	d := initial
+	for i := 0; i < attempt && d < maxDelay; i++ {
+		d *= 2
+	}
+	d = min(d, maxDelay)
+	return d + time.Duration(mathrand.Int64N(int64(d)/4+1))
+}
+
+// ClientChannel is the operator's secure channel as the application layer sees it. The
+// channel keeps one current session with the drone (and sets up a new one when asked);
+// the client calls it with its own lock held, so the channel must not call back into the
+// client from these methods.
+type ClientChannel interface {
+	// Send seals msg on the current session and sends it; false if there is none that can send.
+	Send(msg []byte, kind PacketKind) bool
+	// Reconnect asks for a new session: the link is lost, and the drone may have forgotten
+	// the current one. It is called on every timer tick while the link stays lost, so it
+	// must do nothing while a new session is already being set up.
+	Reconnect()
+	// NoSession explains, when no session has been agreed yet, why (the last refusal, or
+	// silence: cause); it returns nil once there is a session.
+	NoSession(cause error) error
+	// Shutdown stops the channel: it stops its goroutines, closes its socket and wipes its
+	// keys. droneGone says the drone already ended the session (no goodbye is owed).
+	Shutdown(droneGone bool)
+}
+
+// ClientConfig configures an operator's application layer.
+type ClientConfig struct {
+	// Channel is the secure channel; required.
+	Channel ClientChannel
+	// User and Password log in inside each session. Password is copied and kept in memory
+	// for logins on later sessions; Close wipes it.
+	User     string
+	Password []byte
+	// Logger; if nil, logs are discarded.
+	Logger *slog.Logger
+	// Hooks; if nil, NopHooks.
+	Hooks Hooks
+	// Now is the clock; if nil, time.Now.
+	Now func() time.Time
+	// Rand draws login and command ids; if nil, crypto/rand.
+	Rand io.Reader
+	// KeepaliveInterval; if zero, KeepaliveInterval. After LinkLostKeepalives intervals of
+	// silence from the drone the link counts as lost and the channel is asked to reconnect.
+	KeepaliveInterval time.Duration
+	// OnTelemetry receives each telemetry payload, on the channel's reader goroutine; the
+	// slice is valid only during the call. If nil, telemetry is dropped.
+	OnTelemetry func(payload []byte)
+	// OnEvent receives progress events, on internal goroutines, while the client's lock is
+	// held: it must not block and must not call the client's methods.
+	OnEvent func(Event)
+}
+
+func (c ClientConfig) withDefaults() (ClientConfig, error) {
+	if c.Channel == nil {
+		return c, errors.New("app: client config needs Channel")
+	}
+	if len(c.User) == 0 || len(c.User) > MaxUserNameSize || len(c.Password) > MaxPasswordSize {
+		return c, fmt.Errorf("user name must be 1 to %d bytes and password at most %d", MaxUserNameSize, MaxPasswordSize)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Hooks == nil {
+		c.Hooks = NopHooks{}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Reader
+	}
+	if c.KeepaliveInterval == 0 {
+		c.KeepaliveInterval = KeepaliveInterval
+	}
+	if c.KeepaliveInterval < 0 {
+		return c, errors.New("app: negative keepalive interval")
+	}
+	c.Password = append([]byte(nil), c.Password...)
+	return c, nil
+}
+
+type pendingCommand struct {
+	id       uint64
+	payload  []byte
+	first    time.Time
+	next     time.Time
+	attempts int
+	done     chan Ack
+}
+
+// Client is an operator's application layer: it logs in on each session the channel
+// agrees, sends commands until acknowledged, hands telemetry over, notices a lost link and
+// asks the channel for a new session. Safe for concurrent use.
+type Client struct {
+	cfg    ClientConfig
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu          sync.Mutex
+	session     bool // the channel has agreed a session (it keeps one from now on)
+	loggedIn    bool // the current session is logged in
+	role        Role // the role the drone granted at the last login
+	fatal       error
+	fatalCh     chan struct{}
+	loginID     uint64
+	loginNext   time.Time
+	loginTries  int
+	loginWanted bool
+	loginStatus chan LoginStatus
+	loginLast   LoginStatus // the last retryable refusal, for the timeout message
+	pending     map[uint64]*pendingCommand
+	lastRecv    time.Time
+	lastSend    time.Time
+	linkUp      bool
+	closed      bool
+}
+
+// ClientUpcalls is how a secure channel drives its Client; kept apart from Client so that
+// an embedder holding the Client cannot inject messages.
+type ClientUpcalls struct{ c *Client }
+
+// NewClient checks the config and builds the application layer of an operator endpoint.
+func NewClient(cfg ClientConfig) (*Client, ClientUpcalls, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, ClientUpcalls{}, err
+	}
+	c := &Client{
+		cfg:         cfg,
+		cancel:      func() {},
+		fatalCh:     make(chan struct{}),
+		loginStatus: make(chan LoginStatus, 1),
+		pending:     make(map[uint64]*pendingCommand),
+		linkUp:      true,
+	}
+	return c, ClientUpcalls{c}, nil
+}
+
+// Start runs the client's timers (login and command retransmission, keepalives, link-lost
+// detection) until Close.
+func (u ClientUpcalls) Start() {
+	c := u.c
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.wg.Go(func() { c.timerLoop(ctx) })
+}
+
+// WaitLogin waits for the answer to the first login: nil when logged in, else why not
+// (a refusal, a final error of the channel, or ctx's end explained).
+func (u ClientUpcalls) WaitLogin(ctx context.Context) error {
+	c := u.c
+	select {
+	case status := <-c.loginStatus:
+		if status == LoginOK {
+			return nil
+		}
+		return &LoginError{Status: status}
+	case <-c.fatalCh:
+		return c.Err()
+	case <-ctx.Done():
+		return c.noAnswer(ctx.Err())
+	}
+}
+
+// Abort stops the client without telling the drone: a Dial that failed.
+func (u ClientUpcalls) Abort() { u.c.shutdown(false) }
+
+// Established tells the client that the channel agreed a new current session at now.
+// loginCarried says the drone carried the previous session's login over (a native rekey);
+// otherwise the client logs in on it.
+func (u ClientUpcalls) Established(loginCarried bool, now time.Time) {
+	c := u.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.fatal != nil {
+		return
+	}
+	c.session = true
+	c.lastRecv, c.lastSend = now, now
+	c.setLinkLocked(true)
+	if !loginCarried || !c.loggedIn {
+		c.loggedIn = false
+		c.startLoginLocked(now)
+	}
+	for _, p := range c.pending {
+		c.transmitLocked(p, now)
+	}
+}
+
+// Fail ends the client for good with err (a final refusal by the drone): every waiter
+// returns it.
+func (u ClientUpcalls) Fail(err error) {
+	c := u.c
+	c.mu.Lock()
+	c.failLocked(err)
+	c.mu.Unlock()
+}
+
+// Receive acts on one opened application message from the drone; now is when it arrived.
+// The message may be decrypted in place in the channel's read buffer: it is not kept.
+func (u ClientUpcalls) Receive(plain []byte, now time.Time) {
+	c := u.c
+	var m Message
+	if err := ParseMessage(plain, &m); err != nil {
+		c.cfg.Hooks.Dropped(DropMalformed)
+		return
+	}
+	c.cfg.Hooks.PacketReceived(KindOfMessage(m.Type), 0)
+	c.mu.Lock()
+	c.lastRecv = now
+	c.setLinkLocked(true)
+	c.mu.Unlock()
+	switch m.Type {
+	case MsgTelemetry:
+		if c.cfg.OnTelemetry != nil {
+			c.cfg.OnTelemetry(m.Payload)
+		}
+	case MsgKeepalive:
+	case MsgLoginResult:
+		c.handleLoginResult(&m, now)
+	case MsgAck:
+		c.handleAck(&m, now)
+	case MsgClose:
+		c.mu.Lock()
+		c.failLocked(&ClosedError{Reason: m.Reason})
+		c.mu.Unlock()
+	default:
+		c.cfg.Hooks.Dropped(DropUnexpected)
+	}
+}
+
+// noAnswer explains a timeout: the channel's reason if there is no session, else the
+// last refusal or plain silence.
+func (c *Client) noAnswer(cause error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.cfg.Channel.NoSession(cause); err != nil {
+		return err
+	}
+	switch {
+	case !c.loggedIn && c.role == RoleNone && c.loginLast != LoginOK:
+		return fmt.Errorf("%w (still refused when time ran out)", &LoginError{Status: c.loginLast})
+	case !c.loggedIn && c.role == RoleNone:
+		return fmt.Errorf("no answer to the login: %w", cause)
+	}
+	return fmt.Errorf("no acknowledgement from the drone: %w", cause)
+}
+
+// failLocked records a final error and wakes every waiter.
+func (c *Client) failLocked(err error) {
+	if c.fatal == nil {
+		c.fatal = err
+		close(c.fatalCh)
+	}
+}
+
+// Role is the role the drone granted at login.
+func (c *Client) Role() Role {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.role
+}
+
+// Done is closed when the session ends for good (the drone closed it or refused us, or
+// Close was called); Err then says why.
+func (c *Client) Done() <-chan struct{} { return c.fatalCh }
+
+// Err is why the client stopped, or nil while it runs.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fatal
+}
+
+// Command sends payload as one command and waits for its acknowledgement, retransmitting
+// with backoff until then or until ctx ends (at most MaxCommandLifetime). The drone
+// executes it at most once however often it is retransmitted.
+func (c *Client) Command(ctx context.Context, payload []byte) (Ack, error) {
+	if len(payload) > MaxCommandPayload {
+		return Ack{}, ErrTooLarge
+	}
+	ctx, cancel := context.WithTimeout(ctx, MaxCommandLifetime)
+	defer cancel()
+	now := c.cfg.Now()
+	p := &pendingCommand{id: c.randomID(), payload: append([]byte(nil), payload...), first: now, done: make(chan Ack, 1)}
+	c.mu.Lock()
+	if c.fatal != nil || c.closed {
+		err := c.fatal
+		c.mu.Unlock()
+		if err == nil {
+			err = ErrClosed
+		}
+		return Ack{}, err
+	}
+	c.pending[p.id] = p
+	c.transmitLocked(p, now)
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, p.id)
+		c.mu.Unlock()
+	}()
+	select {
+	case ack := <-p.done:
+		return ack, nil
+	case <-c.fatalCh:
+		return Ack{}, c.Err()
+	case <-ctx.Done():
+		return Ack{}, c.noAnswer(ctx.Err())
+	}
+}
+
+// Close tells the drone the session is over and stops the client and its channel.
+func (c *Client) Close() error {
+	c.shutdown(true)
+	return nil
+}
+
+func (c *Client) shutdown(notify bool) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	if notify && c.session && c.fatal == nil {
+		c.sendLocked(AppendClose(nil, CloseNormal), KindClose, c.cfg.Now())
+	}
+	var byDrone *ClosedError
+	droneGone := errors.As(c.fatal, &byDrone)
+	c.failLocked(ErrClosed)
+	c.mu.Unlock()
+	c.cancel()
+	c.cfg.Channel.Shutdown(droneGone)
+	c.wg.Wait()
+	crypto.Wipe(c.cfg.Password)
+}
+
+func (c *Client) event(e Event) {
+	if c.cfg.OnEvent != nil {
+		c.cfg.OnEvent(e)
+	}
+}
+
+// randomID returns a random nonzero 64-bit id.
+func (c *Client) randomID() uint64 {
+	var b [8]byte
+	for {
+		if _, err := io.ReadFull(c.cfg.Rand, b[:]); err != nil {
+			return mathrand.Uint64() | 1
+		}
+		if id := binary.BigEndian.Uint64(b[:]); id != 0 {
+			return id
+		}
+	}
+}
+
+func (c *Client) sendLocked(msg []byte, kind PacketKind, now time.Time) {
+	if c.cfg.Channel.Send(msg, kind) {
+		c.lastSend = now
+	}
+}
+
+// transmitLocked sends a pending command if the session is logged in and schedules its retry.
+func (c *Client) transmitLocked(p *pendingCommand, now time.Time) {
+	p.next = now.Add(RetryDelay(p.attempts, RequestRetryInitial, RequestRetryMax))
+	if !c.session || !c.loggedIn {
+		return
+	}
+	p.attempts++
+	if p.attempts > 1 {
+		c.event(Event{Kind: EventCommandRetry, Attempt: p.attempts})
+	}
+	c.sendLocked(AppendCommand(nil, p.id, p.payload), KindCommand, now)
+}
+
+// startLoginLocked begins a login with a fresh id (so the drone checks it afresh).
+func (c *Client) startLoginLocked(now time.Time) {
+	c.loginWanted = true
+	c.loginID, c.loginTries = c.randomID(), 0
+	c.sendLoginLocked(now)
+}
+
+func (c *Client) sendLoginLocked(now time.Time) {
+	c.loginTries++
+	c.loginNext = now.Add(RetryDelay(c.loginTries-1, RequestRetryInitial, RequestRetryMax))
+	c.sendLocked(AppendLogin(nil, c.loginID, c.cfg.User, c.cfg.Password), KindLogin, now)
+	c.event(Event{Kind: EventLoginSent, Attempt: c.loginTries})
+}
+
+func (c *Client) handleLoginResult(m *Message, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.loginWanted || m.ID != c.loginID {
+		c.cfg.Hooks.Dropped(DropUnexpected)
+		return
+	}
+	status := LoginStatus(m.Status)
+	c.cfg.Hooks.Login(status)
+	if status == LoginBusy || status == LoginRateLimited {
+		// Not a verdict on the credentials: try again after the backoff (a new id, so the
+		// drone checks again).
+		c.loginLast = status
+		c.loginID = c.randomID()
+		return
+	}
+	c.loginWanted = false
+	if status != LoginOK {
+		if c.role == RoleNone {
+			select {
+			case c.loginStatus <- status:
+			default:
+			}
+		}
+		c.failLocked(&LoginError{Status: status})
+		return
+	}
+	c.role, c.loggedIn = m.Role, true
+	c.event(Event{Kind: EventLoggedIn})
+	select {
+	case c.loginStatus <- status:
+	default:
+	}
+	for _, p := range c.pending {
+		c.transmitLocked(p, now)
+	}
+}
+
+func (c *Client) handleAck(m *Message, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.pending[m.ID]
+	if p == nil {
+		return // a duplicate ack of a finished command
+	}
+	status := AckStatus(m.Status)
+	switch status {
+	case AckBusy:
+		return // retransmit later
+	case AckNotLoggedIn:
+		// The drone lost our login (it restarted): log in again, then retransmit.
+		if !c.loginWanted {
+			c.loggedIn = false
+			c.startLoginLocked(now)
+		}
+		return
+	}
+	delete(c.pending, m.ID)
+	rtt := now.Sub(p.first)
+	c.cfg.Hooks.Command(status)
+	c.cfg.Hooks.CommandRoundTrip(rtt)
+	p.done <- Ack{ID: m.ID, Status: status, Payload: append([]byte(nil), m.Payload...), RoundTrip: rtt, Attempts: p.attempts}
+}
+
+func (c *Client) setLinkLocked(up bool) {
+	if c.linkUp == up {
+		return
+	}
+	c.linkUp = up
+	c.cfg.Hooks.LinkState(up)
+	if up {
+		c.cfg.Logger.Info("link restored")
+		c.event(Event{Kind: EventLinkRestored})
+	} else {
+		c.cfg.Logger.Warn("link lost")
+		c.event(Event{Kind: EventLinkLost})
+	}
+}
+
+// timerLoop retransmits logins and commands, sends keepalives and notices a lost link.
+func (c *Client) timerLoop(ctx context.Context) {
+	t := time.NewTicker(timerTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.tick(c.cfg.Now())
+	}
+}
+
+func (c *Client) tick(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.fatal != nil || !c.session {
+		return
+	}
+	if c.loginWanted && !now.Before(c.loginNext) {
+		c.sendLoginLocked(now)
+	}
+	for _, p := range c.pending {
+		if !now.Before(p.next) {
+			c.transmitLocked(p, now)
+		}
+	}
+	if now.Sub(c.lastRecv) >= LinkLostKeepalives*c.cfg.KeepaliveInterval {
+		c.setLinkLocked(false)
+		c.cfg.Channel.Reconnect()
+	}
+	if now.Sub(c.lastSend) >= c.cfg.KeepaliveInterval {
+		c.sendLocked(AppendKeepalive(nil), KindKeepalive, now)
+	}
+}
