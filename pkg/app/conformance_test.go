@@ -1,0 +1,599 @@
+package app_test
+
+// The conformance suite: the same application tests, run against both secure channels (the
+// native protocol of pkg/link and DTLS-PSK of pkg/dtlslink). Each test takes a transport
+// and must hold on both: the application layer is written once, so its behaviour must be
+// the same whatever carries it.
+
+import (
+	"context"
+	cryptorand "crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dronelink/dronelink/internal/lossproxy"
+	"github.com/dronelink/dronelink/pkg/app"
+	"github.com/dronelink/dronelink/pkg/crypto"
+	"github.com/dronelink/dronelink/pkg/dtlslink"
+	"github.com/dronelink/dronelink/pkg/link"
+)
+
+// Keys are 2048-bit (the minimum) so the suite stays fast.
+var (
+	keysOnce sync.Once
+	droneKey *rsa.PrivateKey
+	userKeys map[string]*rsa.PrivateKey
+	fleetPSK = crypto.PSK{9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 9, 8}
+)
+
+func keys(t testing.TB) {
+	t.Helper()
+	keysOnce.Do(func() {
+		userKeys = map[string]*rsa.PrivateKey{}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, name := range []string{"", "alice", "bob", "olga", "mallory"} {
+			wg.Go(func() {
+				k, err := crypto.GenerateRSAKey(cryptorand.Reader, 2048)
+				if err != nil {
+					panic(err)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if name == "" {
+					droneKey = k
+				} else {
+					userKeys[name] = k
+				}
+			})
+		}
+		wg.Wait()
+	})
+}
+
+// users is an in-memory user database serving both transports: alice and bob are pilots,
+// olga an observer, each with one operator key (mallory has a key but no account); the
+// password is "<name> secret". A closed
+// gate holds every password check until it is opened.
+type users struct {
+	mu         sync.Mutex
+	roles      map[string]app.Role
+	gate       chan struct{}
+	authorized map[string]int // cheap checks (Authorize, UserRole) per user
+}
+
+func newUsers() *users {
+	g := make(chan struct{})
+	close(g)
+	return &users{roles: map[string]app.Role{"alice": app.RolePilot, "bob": app.RolePilot, "olga": app.RoleObserver}, gate: g,
+		authorized: map[string]int{}}
+}
+
+func (u *users) setRole(name string, role app.Role) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if role == app.RoleNone {
+		delete(u.roles, name)
+	} else {
+		u.roles[name] = role
+	}
+}
+
+func (u *users) hold() (open func()) {
+	g := make(chan struct{})
+	u.mu.Lock()
+	u.gate = g
+	u.mu.Unlock()
+	return sync.OnceFunc(func() { close(g) })
+}
+
+// checks is how many cheap checks name has had.
+func (u *users) checks(name string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.authorized[name]
+}
+
+func (u *users) UserRole(name string) (app.Role, app.LoginStatus) {
+	u.mu.Lock()
+	u.authorized[name]++
+	u.mu.Unlock()
+	return u.role(name)
+}
+
+func (u *users) role(name string) (app.Role, app.LoginStatus) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if r, ok := u.roles[name]; ok {
+		return r, app.LoginOK
+	}
+	return app.RoleNone, app.LoginUnknownUser
+}
+
+func (u *users) CheckPassword(name string, password []byte) (app.Role, app.LoginStatus) {
+	u.mu.Lock()
+	gate := u.gate
+	u.mu.Unlock()
+	<-gate
+	role, status := u.role(name)
+	switch {
+	case status != app.LoginOK:
+		return app.RoleNone, status
+	case string(password) != name+" secret":
+		return app.RoleNone, app.LoginWrongPassword
+	}
+	return role, app.LoginOK
+}
+
+func (u *users) LookupKey(id crypto.KeyID) (*rsa.PublicKey, bool) {
+	for _, k := range userKeys {
+		if crypto.KeyIDOf(&k.PublicKey) == id {
+			return &k.PublicKey, true
+		}
+	}
+	return nil, false
+}
+
+func (u *users) Authorize(name string, key crypto.KeyID) (app.Role, app.LoginStatus) {
+	role, status := u.UserRole(name)
+	if status != app.LoginOK {
+		return role, status
+	}
+	if k := userKeys[name]; k == nil || crypto.KeyIDOf(&k.PublicKey) != key {
+		return app.RoleNone, app.LoginKeyNotAuthorised
+	}
+	return role, app.LoginOK
+}
+
+func (u *users) Login(name string, password []byte, key crypto.KeyID) (app.Role, app.LoginStatus) {
+	if k := userKeys[name]; k == nil || crypto.KeyIDOf(&k.PublicKey) != key {
+		return app.RoleNone, app.LoginKeyNotAuthorised
+	}
+	return u.CheckPassword(name, password)
+}
+
+// executor records every executed command; a closed gate holds the handler.
+type executor struct {
+	mu      sync.Mutex
+	count   map[string]int
+	order   []string
+	gate    chan struct{}
+	started chan string // receives each payload as its handler starts, if not nil
+}
+
+func newExecutor() *executor { return &executor{count: map[string]int{}} }
+
+func (e *executor) handle(_ context.Context, cmd app.Command) (app.AckStatus, []byte) {
+	e.mu.Lock()
+	gate, started := e.gate, e.started
+	e.mu.Unlock()
+	if started != nil {
+		started <- string(cmd.Payload)
+	}
+	if gate != nil {
+		<-gate
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.count[string(cmd.Payload)]++
+	e.order = append(e.order, cmd.User+": "+string(cmd.Payload))
+	return app.AckOK, []byte("done " + string(cmd.Payload))
+}
+
+func (e *executor) times(payload string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.count[payload]
+}
+
+// server is what the suite needs of a drone endpoint of either transport.
+type server interface {
+	Broadcast(payload []byte) (int, error)
+	Sessions() []app.SessionInfo
+	Revoke(func(app.SessionInfo) bool) int
+}
+
+// client is what the suite needs of an operator endpoint of either transport.
+type client interface {
+	Command(ctx context.Context, payload []byte) (app.Ack, error)
+	Role() app.Role
+	Err() error
+	Close() error
+}
+
+// options shape a rig.
+type options struct {
+	impair    *lossproxy.Config // a lossy proxy between operators and the drone
+	keepalive time.Duration
+}
+
+// dialOptions shape one operator.
+type dialOptions struct {
+	password    string // "" for "<user> secret"
+	onTelemetry func([]byte)
+	onEvent     func(app.Event)
+	timeout     time.Duration
+}
+
+// rig is a running drone of one transport with its user database and executor.
+type rig struct {
+	users *users
+	exec  *executor
+	srv   server
+	addr  netip.AddrPort // where operators send: the drone, or the lossy proxy
+	proxy *lossproxy.Proxy
+	dial  func(user string, o dialOptions) (client, error)
+}
+
+// transport starts a rig.
+type transport struct {
+	name  string
+	start func(t *testing.T, r *rig, o options) (server, netip.AddrPort)
+	dial  func(r *rig, o options, user string, d dialOptions) (client, error)
+}
+
+var transports = []transport{
+	{name: "native", start: startNative, dial: dialNative},
+	{name: "dtls", start: startDTLS, dial: dialDTLS},
+}
+
+// eachTransport runs test against each transport.
+func eachTransport(t *testing.T, test func(t *testing.T, tr transport)) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) { test(t, tr) })
+	}
+}
+
+func newRig(t *testing.T, tr transport, o options) *rig {
+	t.Helper()
+	keys(t)
+	if o.keepalive == 0 {
+		o.keepalive = time.Second
+	}
+	r := &rig{users: newUsers(), exec: newExecutor()}
+	var droneAddr netip.AddrPort
+	r.srv, droneAddr = tr.start(t, r, o)
+	r.addr = droneAddr
+	if o.impair != nil {
+		cfg := *o.impair
+		cfg.Target = droneAddr.String()
+		p, err := lossproxy.Start(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		r.proxy, r.addr = p, p.Addr()
+	}
+	r.dial = func(user string, d dialOptions) (client, error) {
+		if d.password == "" {
+			d.password = user + " secret"
+		}
+		if d.timeout == 0 {
+			d.timeout = 20 * time.Second
+		}
+		c, err := tr.dial(r, o, user, d)
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+		return c, err
+	}
+	return r
+}
+
+func listenLoopback(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// run serves srv until the test ends.
+func run(t *testing.T, runFn func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runFn(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+	})
+}
+
+func startNative(t *testing.T, r *rig, o options) (server, netip.AddrPort) {
+	udp := listenLoopback(t)
+	s, err := link.NewServer(link.ServerConfig{Conn: link.NewUDPConn(udp), PSK: fleetPSK, DroneKey: link.NewDroneKey(droneKey),
+		Auth: r.users, Handler: r.exec.handle, KeepaliveInterval: o.keepalive})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, s.Run)
+	return s, s.LocalAddr()
+}
+
+func dialNative(r *rig, o options, user string, d dialOptions) (client, error) {
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.timeout)
+	defer cancel()
+	return link.Dial(ctx, link.ClientConfig{Conn: link.NewUDPConn(udp), Drone: r.addr, PSK: fleetPSK,
+		OperatorKey: userKeys[user], DronePublic: &droneKey.PublicKey, User: user, Password: []byte(d.password),
+		KeepaliveInterval: o.keepalive, OnTelemetry: d.onTelemetry, OnEvent: d.onEvent})
+}
+
+func startDTLS(t *testing.T, r *rig, o options) (server, netip.AddrPort) {
+	s, err := dtlslink.NewServer(dtlslink.ServerConfig{Conn: listenLoopback(t), PSK: fleetPSK, Passwords: r.users,
+		Handler: r.exec.handle, KeepaliveInterval: o.keepalive})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, s.Run)
+	return s, s.LocalAddr()
+}
+
+func dialDTLS(r *rig, o options, user string, d dialOptions) (client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d.timeout)
+	defer cancel()
+	return dtlslink.Dial(ctx, dtlslink.ClientConfig{Drone: r.addr, PSK: fleetPSK, User: user, Password: []byte(d.password),
+		KeepaliveInterval: o.keepalive, OnTelemetry: d.onTelemetry, OnEvent: d.onEvent})
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func command(t *testing.T, c client, payload string) app.Ack {
+	t.Helper()
+	ack, err := c.Command(context.Background(), []byte(payload))
+	if err != nil {
+		t.Fatalf("command %q: %v", payload, err)
+	}
+	return ack
+}
+
+// Logins: the right password logs in with the user's role; a wrong password, an unknown
+// user and an observer's command are refused, each with its own status.
+func TestConformanceLogin(t *testing.T) {
+	eachTransport(t, func(t *testing.T, tr transport) {
+		r := newRig(t, tr, options{})
+		for _, tc := range []struct {
+			user, password string
+			want           app.LoginStatus
+			role           app.Role
+		}{
+			{"alice", "", app.LoginOK, app.RolePilot},
+			{"olga", "", app.LoginOK, app.RoleObserver},
+			{"bob", "guess", app.LoginWrongPassword, app.RoleNone},
+			{"mallory", "", app.LoginUnknownUser, app.RoleNone},
+		} {
+			t.Run(tc.user, func(t *testing.T) {
+				c, err := r.dial(tc.user, dialOptions{password: tc.password})
+				var le *app.LoginError
+				switch {
+				case tc.want == app.LoginOK && err != nil:
+					t.Fatalf("dial: %v", err)
+				case tc.want == app.LoginOK && c.Role() != tc.role:
+					t.Fatalf("role %v, want %v", c.Role(), tc.role)
+				case tc.want != app.LoginOK && (!errors.As(err, &le) || le.Status != tc.want):
+					t.Fatalf("dial error %v, want login status %v", err, tc.want)
+				}
+			})
+		}
+		olga, err := r.dial("olga", dialOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ack := command(t, olga, "arm"); ack.Status != app.AckNotPermitted {
+			t.Fatalf("observer's command: %v", ack.Status)
+		}
+		alice, err := r.dial("alice", dialOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ack := command(t, alice, "arm"); ack.Status != app.AckOK || string(ack.Payload) != "done arm" {
+			t.Fatalf("pilot's command: %v %q", ack.Status, ack.Payload)
+		}
+		if n := r.exec.times("arm"); n != 1 {
+			t.Fatalf("arm executed %d times, want 1 (the observer's must not run)", n)
+		}
+	})
+}
+
+// Telemetry goes only to logged-in sessions: a session whose password check is still
+// running receives none and is not counted by Broadcast; once logged in it is.
+func TestConformanceTelemetryOnlyAfterLogin(t *testing.T) {
+	eachTransport(t, func(t *testing.T, tr transport) {
+		r := newRig(t, tr, options{})
+		open := r.users.hold()
+		defer open()
+		var got atomic.Int64
+		dialed := make(chan error, 1)
+		go func() {
+			_, err := r.dial("olga", dialOptions{onTelemetry: func([]byte) { got.Add(1) }})
+			dialed <- err
+		}()
+		waitFor(t, "olga's session on the drone", func() bool { return len(r.srv.Sessions()) == 1 })
+		for range 20 {
+			if n, err := r.srv.Broadcast([]byte("position")); n != 0 || err != nil {
+				t.Fatalf("Broadcast before login went to %d sessions (%v)", n, err)
+			}
+		}
+		open()
+		if err := <-dialed; err != nil {
+			t.Fatal(err)
+		}
+		if got.Load() != 0 {
+			t.Fatalf("%d telemetry payloads arrived before the login", got.Load())
+		}
+		waitFor(t, "telemetry after login", func() bool {
+			n, _ := r.srv.Broadcast([]byte("position"))
+			return n == 1 && got.Load() > 0
+		})
+	})
+}
+
+// A user demoted (or removed) on the drone while a command waits in the queue: the
+// command is refused right before it would run (not_permitted) and never executed.
+func TestConformanceRevokedWhileQueued(t *testing.T) {
+	for _, change := range []struct {
+		name string
+		role app.Role
+	}{{"demoted", app.RoleObserver}, {"removed", app.RoleNone}} {
+		t.Run(change.name, func(t *testing.T) {
+			eachTransport(t, func(t *testing.T, tr transport) {
+				r := newRig(t, tr, options{})
+				alice, err := r.dial("alice", dialOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				bob, err := r.dial("bob", dialOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				gate, started := make(chan struct{}), make(chan string, 4)
+				r.exec.mu.Lock()
+				r.exec.gate, r.exec.started = gate, started
+				r.exec.mu.Unlock()
+				first := make(chan app.Ack, 1)
+				go func() { ack, _ := alice.Command(context.Background(), []byte("first")); first <- ack }()
+				if p := <-started; p != "first" {
+					t.Fatalf("started %q", p)
+				}
+				// The executor is busy with alice's command: bob's queues behind it once the
+				// drone has checked bob's role on its arrival.
+				checks := r.users.checks("bob")
+				second := make(chan error, 1)
+				var secondAck app.Ack
+				go func() {
+					var err error
+					secondAck, err = bob.Command(context.Background(), []byte("second"))
+					second <- err
+				}()
+				waitFor(t, "bob's command to reach the drone", func() bool { return r.users.checks("bob") > checks })
+				r.users.setRole("bob", change.role)
+				close(gate)
+				if ack := <-first; ack.Status != app.AckOK {
+					t.Fatalf("first: %v", ack.Status)
+				}
+				err = <-second
+				switch {
+				case err == nil && secondAck.Status == app.AckNotPermitted:
+				case err != nil && change.role == app.RoleNone:
+					// A retransmission that arrived after the removal may be answered first:
+					// not logged in, and the new login is refused. Also never executed.
+				default:
+					t.Fatalf("second: %v %v, want not_permitted", secondAck.Status, err)
+				}
+				if n := r.exec.times("second"); n != 0 {
+					t.Fatalf("second executed %d times", n)
+				}
+			})
+		})
+	}
+}
+
+// At most once under retransmission, duplication and reordering: over a link that doubles
+// every datagram, and over one that loses 30% each way, reorders and duplicates, every
+// command is acknowledged and executed exactly once.
+func TestConformanceAtMostOnce(t *testing.T) {
+	for _, link := range []struct {
+		name string
+		cfg  lossproxy.Config
+	}{
+		{"duplicated", lossproxy.Config{Duplicate: 1, Seed: 1}},
+		{"lossy", lossproxy.Config{Loss: 0.3, Duplicate: 0.1, Reorder: 0.2, Seed: 2}},
+	} {
+		t.Run(link.name, func(t *testing.T) {
+			eachTransport(t, func(t *testing.T, tr transport) {
+				r := newRig(t, tr, options{impair: &link.cfg})
+				alice, err := r.dial("alice", dialOptions{timeout: time.Minute})
+				if err != nil {
+					t.Fatal(err)
+				}
+				const streams, each = 4, 5
+				var wg sync.WaitGroup
+				errs := make(chan error, streams*each)
+				for s := range streams {
+					wg.Go(func() {
+						for i := range each {
+							payload := fmt.Sprintf("cmd-%d-%d", s, i)
+							ack, err := alice.Command(context.Background(), []byte(payload))
+							switch {
+							case err != nil:
+								errs <- fmt.Errorf("%s: %w", payload, err)
+							case ack.Status != app.AckOK || string(ack.Payload) != "done "+payload:
+								errs <- fmt.Errorf("%s: ack %v %q", payload, ack.Status, ack.Payload)
+							}
+						}
+					})
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					t.Error(err)
+				}
+				for s := range streams {
+					for i := range each {
+						if n := r.exec.times(fmt.Sprintf("cmd-%d-%d", s, i)); n != 1 {
+							t.Errorf("cmd-%d-%d executed %d times", s, i, n)
+						}
+					}
+				}
+				if st := r.proxy.Stats(); st.Duplicated == 0 || (link.cfg.Loss > 0 && st.Dropped == 0) {
+					t.Fatalf("the link was not impaired: %+v", st)
+				}
+			})
+		})
+	}
+}
+
+// Link lost and restored: when nothing gets through, the operator reports the link lost;
+// when the radio comes back it reports it restored and commands run again, once each.
+func TestConformanceLinkLostAndRestored(t *testing.T) {
+	eachTransport(t, func(t *testing.T, tr transport) {
+		r := newRig(t, tr, options{impair: &lossproxy.Config{}, keepalive: 100 * time.Millisecond})
+		events := make(chan app.EventKind, 64)
+		alice, err := r.dial("alice", dialOptions{onEvent: func(e app.Event) {
+			if e.Kind == app.EventLinkLost || e.Kind == app.EventLinkRestored {
+				select {
+				case events <- e.Kind:
+				default:
+				}
+			}
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		command(t, alice, "before")
+		r.proxy.SetLoss(1)
+		if e := <-events; e != app.EventLinkLost {
+			t.Fatalf("event %v, want link lost", e)
+		}
+		r.proxy.SetLoss(0)
+		if e := <-events; e != app.EventLinkRestored {
+			t.Fatalf("event %v, want link restored", e)
+		}
+		command(t, alice, "after")
+		if r.exec.times("before") != 1 || r.exec.times("after") != 1 {
+			t.Fatalf("executions: %v", r.exec.order)
+		}
+	})
+}

@@ -1,0 +1,158 @@
+package link
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// captureConn is a PacketConn that keeps a copy of the last datagram written and counts
+// them, without allocating; reads block until Close.
+type captureConn struct {
+	mu     sync.Mutex
+	last   []byte
+	writes atomic.Int64
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newCaptureConn() *captureConn {
+	return &captureConn{last: make([]byte, 0, ReadBufferSize), closed: make(chan struct{})}
+}
+
+func (c *captureConn) ReadFrom([]byte) (int, netip.AddrPort, error) {
+	<-c.closed
+	return 0, netip.AddrPort{}, net.ErrClosed
+}
+
+func (c *captureConn) WriteTo(b []byte, _ netip.AddrPort) error {
+	c.mu.Lock()
+	c.last = append(c.last[:0], b...)
+	c.mu.Unlock()
+	c.writes.Add(1)
+	return nil
+}
+
+func (c *captureConn) lastWritten() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]byte(nil), c.last...)
+}
+
+func (c *captureConn) LocalAddr() netip.AddrPort { return droneAddr }
+func (c *captureConn) Close() error              { c.once.Do(func() { close(c.closed) }); return nil }
+
+// The native data path through both layers allocates nothing per packet: an authenticated
+// datagram received by the drone and handed to the application layer, a telemetry
+// broadcast and a batched broadcast to a logged-in operator, and telemetry received by the
+// operator.
+func TestLayeredDataPathAllocatesNothing(t *testing.T) {
+	testKeys(t)
+	auth := newTestAuth()
+	auth.add("alice", "alice-pw", RolePilot, testOp1)
+	conn := newCaptureConn()
+	s, err := NewServer(ServerConfig{Conn: conn, PSK: testPSK, DroneKey: NewDroneKey(testDrone), Auth: auth,
+		Handler: func(context.Context, Command) (AckStatus, []byte) { return AckOK, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.up.Start(ctx)
+	defer func() { cancel(); s.up.Shutdown(CloseShutdown) }()
+	var sc receiveScratch
+	sc.out = make([]byte, 0, MaxDatagramSize)
+
+	// A handshake and a login, driven by hand.
+	h := wireInitiator(t, testOp1, &testDrone.PublicKey, 0x0101, 0)
+	init, err := h.Initiation(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.handleDatagram(init, aliceAddr, time.Now(), &sc)
+	keys, r, err := h.ConsumeResponse(conn.lastWritten())
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := NewSession(&keys, 0x0101, r.Sender, 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seal := func(msg []byte) []byte {
+		pkt, err := op.Seal(nil, msg, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pkt
+	}
+	writes := conn.writes.Load()
+	s.handleDatagram(seal(AppendLogin(nil, 7, "alice", []byte("alice-pw"))), aliceAddr, time.Now(), &sc)
+	waitFor(t, "the login result", func() bool { return conn.writes.Load() > writes })
+	reply := conn.lastWritten()
+	hdr, _ := ParseDataHeader(reply)
+	plain, err := op.Open(nil, reply, hdr, time.Now())
+	var m Message
+	if err != nil || ParseMessage(plain, &m) != nil || m.Type != MsgLoginResult || LoginStatus(m.Status) != LoginOK {
+		t.Fatalf("login: %v %+v", err, m)
+	}
+
+	keepalives := make([][]byte, 300)
+	for i := range keepalives {
+		keepalives[i] = seal(AppendKeepalive(nil))
+	}
+	next := 0
+	if a := testing.AllocsPerRun(200, func() {
+		s.handleDatagram(keepalives[next], aliceAddr, time.Now(), &sc)
+		next++
+	}); a != 0 {
+		t.Errorf("drone receive: %v allocations per datagram", a)
+	}
+	payload := make([]byte, 64)
+	if a := testing.AllocsPerRun(200, func() {
+		if n, _ := s.Broadcast(payload); n != 1 {
+			t.Fatalf("broadcast to %d", n)
+		}
+	}); a != 0 {
+		t.Errorf("Broadcast: %v allocations per call", a)
+	}
+	batch := make([][]byte, BatchSize)
+	for i := range batch {
+		batch[i] = payload
+	}
+	if a := testing.AllocsPerRun(100, func() {
+		if n, _ := s.BroadcastBatch(batch); n != BatchSize {
+			t.Fatalf("batch sent %d", n)
+		}
+	}); a != 0 {
+		t.Errorf("BroadcastBatch: %v allocations per call", a)
+	}
+
+	// The operator's side: telemetry through the channel and the application layer.
+	ccfg, err := ClientConfig{Conn: newCaptureConn(), Drone: droneAddr, PSK: testPSK, OperatorKey: testOp1,
+		DronePublic: &testDrone.PublicKey, User: "alice", OnTelemetry: func([]byte) {}}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := newClient(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, drone := sessionPair(t, 0)
+	c.current = mine
+	telemetry := make([][]byte, 300)
+	for i := range telemetry {
+		if telemetry[i], err = drone.Seal(nil, AppendTelemetry(nil, payload), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next = 0
+	if a := testing.AllocsPerRun(200, func() {
+		c.handleDatagram(telemetry[next], time.Now())
+		next++
+	}); a != 0 {
+		t.Errorf("operator receive: %v allocations per datagram", a)
+	}
+}
