@@ -25,7 +25,8 @@ type Identity struct {
 	// fleet PSK may claim any DTLS PSK identity, so there it is the peer's address, which
 	// the DTLS cookie exchange verified. Login limits are then kept per source address, so
 	// a PSK holder guessing another user's password from its own address exhausts its own
-	// buckets, not the user's. Zero for native sessions: the operator key is the proof.
+	// buckets, not the user's. An IPv6 address counts as its /64, which one host usually
+	// holds whole. Zero for native sessions: the operator key is the proof.
 	Source netip.Addr
 }
 
@@ -212,6 +213,14 @@ func (c ServerConfig) withDefaults() (ServerConfig, error) {
 	return c, nil
 }
 
+// SharedIdentityCeiling: for identities anyone with the fleet PSK may claim (DTLS), login
+// limits are per source address, so that a PSK holder guessing a user's password cannot
+// lock the user out of their own address; a ceiling of this many times the per-user rate
+// and burst, over all addresses together, still bounds how fast a user's password can be
+// guessed from many addresses. (Native identities are operator keys: their per-user limit
+// is the user's alone.)
+const SharedIdentityCeiling = 10
+
 // principal keys the per-identity login limit: the operator key of a native session, the
 // verified source address of a DTLS session.
 type principal struct {
@@ -241,6 +250,7 @@ type Server struct {
 
 	loginByID   *ratelimit.Limiter[principal]
 	loginByUser *ratelimit.Limiter[userBucket]
+	userCeiling *ratelimit.Limiter[string] // identities anyone with the PSK may claim
 
 	dedupMu sync.RWMutex
 	dedup   map[dedupKey]*dedup.Cache
@@ -281,7 +291,9 @@ func NewServer(cfg ServerConfig) (*Server, ServerUpcalls, error) {
 	}
 	li, ok1 := ratelimit.New[principal](ratelimit.Config{Rate: cfg.LoginRate, Burst: cfg.LoginBurst})
 	lu, ok2 := ratelimit.New[userBucket](ratelimit.Config{Rate: cfg.LoginRate, Burst: cfg.LoginBurst})
-	if !ok1 || !ok2 {
+	lc, ok3 := ratelimit.New[string](ratelimit.Config{Rate: SharedIdentityCeiling * cfg.LoginRate,
+		Burst: SharedIdentityCeiling * cfg.LoginBurst})
+	if !ok1 || !ok2 || !ok3 {
 		return nil, ServerUpcalls{}, errors.New("app: invalid login rate limit")
 	}
 	s := &Server{
@@ -289,6 +301,7 @@ func NewServer(cfg ServerConfig) (*Server, ServerUpcalls, error) {
 		warn:        ratelog.New(cfg.Logger, 10*time.Second),
 		loginByID:   li,
 		loginByUser: lu,
+		userCeiling: lc,
 		dedup:       make(map[dedupKey]*dedup.Cache),
 		logins:      make(chan loginJob, DefaultLoginQueue),
 		commands:    make(chan commandJob, DefaultCommandQueue),
@@ -322,18 +335,34 @@ func (u ServerUpcalls) Shutdown(reason CloseReason) {
 	s.wg.Wait()
 }
 
+// The upcalls NewSession, CanInherit, Session.SetReady, Session.Gone and Session.Login take
+// only the session's own lock and the user database's, never a channel's, so a channel may
+// call them with its session table locked.
+
 // NewSession creates the application state of a session whose keys were just agreed.
 // index names it in logs and SessionInfo. If inherit is not nil, the session carries over
-// inherit's login (a native rekey whose initiation proved the old session's secrets).
+// inherit's login (a native rekey whose initiation proved the old session's secrets), if
+// CanInherit allows it at this moment, with the user's role now if that is lower.
 func (u ServerUpcalls) NewSession(peer Peer, id Identity, index uint16, now time.Time, inherit *Session) *Session {
 	sess := &Session{peer: peer, id: id, index: index, created: now}
 	sess.linkUp.Store(true)
 	sess.lastRecv.Store(now.UnixNano())
 	sess.lastSend.Store(now.UnixNano())
 	if inherit != nil {
-		sess.user, sess.role = inherit.Login()
+		if user, role := u.s.currentRole(inherit); role != RoleNone {
+			sess.user, sess.role = user, role
+		}
 	}
 	return sess
+}
+
+// CanInherit reports whether a new session may carry over the login of from: from is
+// logged in and its user still exists in the current database with from's identity. A
+// user deleted (or a key unbound) just before a rekey, while the revocation of its
+// sessions is under way, does not pass its login on to the new session.
+func (u ServerUpcalls) CanInherit(from *Session) bool {
+	_, role := u.s.currentRole(from)
+	return role != RoleNone
 }
 
 // Receive acts on one opened application message of sess; now is when it arrived. The
@@ -416,7 +445,8 @@ func (s *Server) handleLogin(sess *Session, m *Message, now time.Time) {
 		s.refuseLogin(sess, m.ID, user, from, status)
 		return
 	}
-	if !s.loginByUser.Allow(userBucket{user, sess.id.Source}, now) {
+	if !s.loginByUser.Allow(userBucket{user, sess.id.Source}, now) ||
+		(sess.id.Source.IsValid() && !s.userCeiling.Allow(user, now)) {
 		s.refuseLogin(sess, m.ID, user, from, LoginRateLimited)
 		return
 	}
@@ -461,7 +491,14 @@ func (s *Server) loginWorker(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			for { // wipe the passwords of logins still queued
+				select {
+				case job := <-s.logins:
+					crypto.Wipe(job.password)
+				default:
+					return
+				}
+			}
 		case job := <-s.logins:
 			role, status := s.cfg.Auth.Login(job.user, job.password, job.sess.id)
 			crypto.Wipe(job.password)
@@ -768,6 +805,7 @@ func (s *Server) timerLoop(ctx context.Context) {
 		clear(list)
 		s.loginByID.Sweep(now)
 		s.loginByUser.Sweep(now)
+		s.userCeiling.Sweep(now)
 		s.dedupMu.RLock()
 		for _, c := range s.dedup {
 			c.Expire(now)

@@ -2,11 +2,13 @@ package dtlslink
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/dronelink/dronelink/pkg/app"
 	"github.com/dronelink/dronelink/pkg/link"
 )
 
@@ -116,4 +118,84 @@ func TestPasswordGuessingDoesNotLockOutUser(t *testing.T) {
 		t.Fatalf("alice was kept out by another PSK holder's guesses: %v", err)
 	}
 	alice.Close()
+}
+
+// The per-address login limits do not make a user's password guessable without bound from
+// many addresses: over all addresses together, logins for one user stop at
+// app.SharedIdentityCeiling times the per-user burst (then rate).
+func TestLoginCeilingAcrossAddresses(t *testing.T) {
+	d := startDrone(t, func(c *ServerConfig) { c.LoginRate = 0.001; c.LoginBurst = 1 })
+	for i := range app.SharedIdentityCeiling + 1 {
+		conn, err := handshakeFrom(loopbackHost(i), d.addr, "alice", testPSK[:], 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := conn.Write(link.AppendLogin(nil, 1, "alice", []byte("guess"))); err != nil {
+			t.Fatal(err)
+		}
+		want := link.LoginWrongPassword
+		if i == app.SharedIdentityCeiling {
+			want = link.LoginRateLimited // its own buckets are full: the ceiling refuses it
+		}
+		if m := readMessage(t, conn, 10*time.Second); m.Type != link.MsgLoginResult || link.LoginStatus(m.Status) != want {
+			t.Fatalf("guess from address %d: %+v, want %v", i+1, m, want)
+		}
+	}
+	if n := d.users.checks.Load(); n != app.SharedIdentityCeiling {
+		t.Fatalf("%d password checks, want %d", n, app.SharedIdentityCeiling)
+	}
+}
+
+// handshakingFrom counts the associations from src still handshaking: half-open ones and
+// those past the cookie.
+func (s *Server) handshakingFrom(src netip.Addr) (halfOpen, pastCookie int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, o := range s.sessions {
+		switch {
+		case o.done || o.source != src:
+		case o.halfOpen.Load():
+			halfOpen++
+		default:
+			pastCookie++
+		}
+	}
+	return halfOpen, pastCookie
+}
+
+// ClientHellos that never return the cookie (as from spoofed addresses, one each) evict
+// only each other: a handshake past the cookie, which proved its address, stays while
+// any half-open one is there to go first.
+func TestHalfOpenFloodSparesHandshakePastCookie(t *testing.T) {
+	d := startDrone(t, func(c *ServerConfig) { c.MaxHandshakes = 3; c.HandshakeTimeout = 5 * time.Second })
+	wrong := testPSK
+	wrong[3] ^= 1
+	peer := loopbackHost(0)
+	done := make(chan struct{})
+	go func() { // past the cookie, then stuck: its Finished is under another PSK
+		defer close(done)
+		if conn, err := handshakeFrom(peer, d.addr, "alice", wrong[:], 3*time.Second); err == nil {
+			conn.Close()
+		}
+	}()
+	defer func() { <-done }()
+	waitFor(t, "a handshake past the cookie", func() bool { _, past := d.srv.handshakingFrom(peer); return past == 1 })
+	for i := 1; i <= 6; i++ {
+		hello, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(loopbackHost(i), 0)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hello.Close()
+		if _, err := hello.WriteToUDPAddrPort(minimalClientHello(), d.addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "four evictions", func() bool { return d.counters.Drop(link.DropSessionLimit) == 4 })
+	if _, past := d.srv.handshakingFrom(peer); past != 1 {
+		t.Fatal("the handshake past the cookie was evicted while half-open ones were there")
+	}
+	if h, _ := d.srv.counts(); h != 3 {
+		t.Fatalf("%d handshaking, want 3", h)
+	}
 }

@@ -198,8 +198,9 @@ type ClientConfig struct {
 	Drone netip.AddrPort
 	// PSK is the fleet pre-shared key.
 	PSK crypto.PSK
-	// User is the PSK identity and the login name; Password the login password (copied and
-	// kept in memory to log in again on a new association).
+	// User is the PSK identity and the login name; Password the login password (the
+	// application layer keeps a copy to log in again on a new association, and wipes it at
+	// Close).
 	User     string
 	Password []byte
 	// Logger; if nil, logs are discarded.
@@ -257,7 +258,6 @@ func (c ClientConfig) withDefaults() (ClientConfig, error) {
 	if c.ReplayWindow < 0 || c.ReplayWindow > replay.MaxWindowSize || c.FlightInterval < 0 || c.KeepaliveInterval < 0 {
 		return c, errors.New("dtlslink: client config out of range")
 	}
-	c.Password = append([]byte(nil), c.Password...)
 	return c, nil
 }
 

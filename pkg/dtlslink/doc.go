@@ -1,15 +1,27 @@
-// Package dtlslink carries dronelink's application messages (login, command,
-// acknowledgement, telemetry, keepalive, close: pkg/link's plaintext message format) over
-// standard DTLS 1.2 with a pre-shared key (RFC 6347, RFC 4279), built on pion/dtls v3, so
-// that dronelink talks to ground stations and flight controllers that already speak
-// DTLS-PSK (OpenSSL, mbedTLS).
+// Package dtlslink is dronelink's second secure channel: standard DTLS 1.2 with a
+// pre-shared key (RFC 6347, RFC 4279), built on pion/dtls v3, so that dronelink talks to
+// ground stations and flight controllers that already speak DTLS-PSK (OpenSSL, mbedTLS).
+//
+// It is a channel only. Each DTLS association is one session of the application layer
+// (package app: logins, roles and the re-check of every command against the current user
+// database, at-most-once execution, acknowledgements, telemetry, revocation, keepalives and
+// link state), the same code that runs over the native channel of package link. What this
+// package adds is what DTLS needs: demultiplexing one UDP socket into associations,
+// admitting handshakes without letting peers that lack the PSK take session slots,
+// following RFC 9146 connection IDs when an operator roams, and adapting the user database
+// to what DTLS authenticates (a PSK identity and a verified source address, app.Identity).
 //
 // Mapping:
 //
 //   - PSK = the fleet PSK (32 bytes); PSK identity = the user name. The drone hands out the
 //     PSK for any identity with user-name syntax without looking it up, so the handshake
 //     does not reveal which users exist. The password login follows inside, and its user
-//     must equal the PSK identity (otherwise LoginKeyNotAuthorised).
+//     must equal the PSK identity (otherwise LoginKeyNotAuthorised). Since any PSK holder
+//     may claim any identity, login limits are per source address and per user and source
+//     address.
+//   - Associations still handshaking never count against MaxSessions: at most
+//     MaxHandshakes, MaxHandshakesPerSource from one address, evicting from the busiest
+//     source, so peers without the PSK cannot keep operators out.
 //   - One application message per DTLS record (application_data), the same bytes as the
 //     plaintext of a native data datagram.
 //   - Suites: AEAD only (see Suites); ECDHE-PSK-CHACHA20-POLY1305 first for forward
@@ -18,10 +30,10 @@
 //     retransmitted every FlightInterval (400 ms, no backoff by default); RFC 9146
 //     connection IDs requested by the drone, so an operator that changes address keeps its
 //     association.
-//   - DTLS is unreliable like UDP: logins and commands are retransmitted until answered,
-//     command ids are random and the drone executes each at most once (pkg/dedup, per
-//     user, link.DedupLifetime); keepalives (link.MsgKeepalive every
-//     link.KeepaliveInterval) let both sides notice a dead peer, which pion/dtls does not.
+//   - DTLS is unreliable like UDP: the application layer retransmits logins and commands
+//     until answered and executes each command at most once (per user,
+//     link.DedupLifetime); its keepalives let both sides notice a dead peer, which
+//     pion/dtls does not, and the client sets up a new association when the link is lost.
 //
 // What DTLS-PSK mode lacks compared with the native protocol: no operator RSA key (the
 // fleet PSK alone authenticates the peer, the password is the only per-user credential), no

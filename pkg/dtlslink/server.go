@@ -245,12 +245,12 @@ func (s *Server) route(pkt []byte, from netip.AddrPort) {
 //
 // Associations still handshaking are kept apart from established ones: they never count
 // against MaxSessions, and at most MaxHandshakes of them exist, at most
-// MaxHandshakesPerSource from one source address. When a new one needs room, the oldest
-// association of the source holding the most makes it (a half-open one, whose peer never
-// returned the cookie, before one past the cookie). Peers without the PSK, which can
-// never finish a handshake, therefore cannot keep an operator out of the table: they
-// crowd only each other, and a real operator's single handshake from its own address is
-// the last to go.
+// MaxHandshakesPerSource from one source address. When a new one needs room, one is
+// evicted (evictionLocked): half-open ones first, then from the busiest source. Peers
+// without the PSK, which can never finish a handshake, therefore cannot keep an operator
+// out of the session table, and once past the cookie an operator's single handshake from
+// its own address is evicted only after every half-open one and every one of a busier
+// address.
 func (s *Server) open(pkt []byte, from netip.AddrPort, random [randomSize]byte, replaces *session) {
 	now := time.Now()
 	if !s.handshakeLimit.Allow(from.Addr(), now) {
@@ -272,9 +272,9 @@ func (s *Server) open(pkt []byte, from netip.AddrPort, random [randomSize]byte, 
 	}
 	var evict *session
 	if s.handshaking[sess.source] >= s.cfg.MaxHandshakesPerSource {
-		evict = s.oldestHandshakeLocked(sess.source)
+		evict = s.evictionLocked(sess.source, true)
 	} else if s.handshakingLocked() >= s.cfg.MaxHandshakes {
-		evict = s.oldestHandshakeLocked(s.busiestSourceLocked())
+		evict = s.evictionLocked(sess.source, false)
 	}
 	for range 64 {
 		if i := randomIndex(); i != 0 && s.sessions[i] == nil {
@@ -312,32 +312,35 @@ func (s *Server) open(pkt []byte, from netip.AddrPort, random [randomSize]byte, 
 // handshakingLocked counts the associations still handshaking.
 func (s *Server) handshakingLocked() int { return len(s.sessions) - s.established }
 
-// busiestSourceLocked is the source address with the most associations handshaking.
-func (s *Server) busiestSourceLocked() netip.Addr {
-	var best netip.Addr
-	most := 0
-	for src, n := range s.handshaking {
-		if n > most {
-			best, most = src, n
-		}
-	}
-	return best
-}
-
-// oldestHandshakeLocked picks the association from src to evict: half-open ones first,
-// then the oldest.
-func (s *Server) oldestHandshakeLocked(src netip.Addr) *session {
+// evictionLocked picks the handshaking association to end for a new one, from the new
+// one's source address if ownSource (that address is at its limit) or else from all. A
+// half-open association goes first (its ClientHello may come from a spoofed address and
+// costs nothing to send), then one past the cookie (a real address); within each, one of
+// the source address holding the most, and of those the oldest. So spoofed ClientHellos,
+// however many addresses they claim, evict only each other while any of them is there, and
+// peers that returned the cookie from a few addresses evict their own first.
+func (s *Server) evictionLocked(src netip.Addr, ownSource bool) *session {
 	var victim *session
 	for _, o := range s.sessions {
-		if o.done || o.source != src {
+		if o.done || (ownSource && o.source != src) {
 			continue
 		}
-		if victim == nil || (o.halfOpen.Load() && !victim.halfOpen.Load()) ||
-			(o.halfOpen.Load() == victim.halfOpen.Load() && o.created.Before(victim.created)) {
+		if victim == nil || s.evictsBeforeLocked(o, victim) {
 			victim = o
 		}
 	}
 	return victim
+}
+
+// evictsBeforeLocked orders handshaking associations for eviction (see evictionLocked).
+func (s *Server) evictsBeforeLocked(a, b *session) bool {
+	if ah, bh := a.halfOpen.Load(), b.halfOpen.Load(); ah != bh {
+		return ah
+	}
+	if na, nb := s.handshaking[a.source], s.handshaking[b.source]; na != nb {
+		return na > nb
+	}
+	return a.created.Before(b.created)
 }
 
 // pionOptions is the DTLS configuration of one association. Its connection ID generator
@@ -458,7 +461,7 @@ func (sess *session) establish(now time.Time) bool {
 		}
 		return false
 	}
-	sess.app = s.up.NewSession(sess, app.Identity{Name: sess.identity, Source: sess.source}, sess.index, now, nil)
+	sess.app = s.up.NewSession(sess, app.Identity{Name: sess.identity, Source: limitSource(sess.source)}, sess.index, now, nil)
 	sess.app.SetReady(true)
 	sess.done = true
 	s.established++
@@ -467,6 +470,19 @@ func (sess *session) establish(now time.Time) bool {
 	s.mu.Unlock()
 	s.cfg.Hooks.SessionsActive(n)
 	return true
+}
+
+// limitSource is the address login limits are kept for: an IPv4 address, or the /64 of an
+// IPv6 address (one host usually holds a whole /64, so its addresses share one bucket).
+func limitSource(a netip.Addr) netip.Addr {
+	if a.Is4() || a.Is4In6() {
+		return a.Unmap()
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return a
+	}
+	return p.Addr()
 }
 
 // releaseHandshakeLocked takes one association of src out of the handshaking count.

@@ -377,7 +377,7 @@ func (s *Server) reserve(init *Initiation, now time.Time) (uint16, *serverSessio
 		subtle.ConstantTimeCompare(resumeTag(old.resume[:], init.Signed), init.Resume) != 1 {
 		return local, nil, 0, nil
 	}
-	if _, role := old.login(); role != RoleNone {
+	if s.up.CanInherit(old.app) {
 		flags |= FlagLoginCarried
 	}
 	return local, old, flags, nil
@@ -510,7 +510,9 @@ func (s *Server) confirm(ss *serverSession, now time.Time) {
 	rekeyed := false
 	if !ss.confirmed {
 		ss.confirmed = true
-		ss.app.SetReady(true)
+		// A session superseded before its operator confirmed it (a late datagram of an
+		// old attempt) is not sent on again.
+		ss.app.SetReady(ss.supersededAt.IsZero())
 		// The operator chose this attempt: its unconfirmed siblings are dead.
 		for idx, o := range s.sessions {
 			if o != nil && o != ss && !o.confirmed && o.key == ss.key && o.remote == ss.remote {
