@@ -109,7 +109,8 @@ type Session struct {
 	gone     atomic.Bool // the channel has removed it
 	linkUp   atomic.Bool
 	lastRecv atomic.Int64 // unix nanoseconds of the last authenticated message
-	lastSend atomic.Int64
+	lastSend atomic.Int64 // unix nanoseconds, to the timer's precision (sent)
+	sent     atomic.Bool  // something was sent since the timer last looked
 
 	loginMu      sync.Mutex
 	user         string
@@ -396,13 +397,22 @@ func (u ServerUpcalls) Receive(sess *Session, plain []byte, now time.Time) {
 	}
 }
 
-// send seals and sends one message on sess.
+// send seals and sends one message on sess. It reads no clock: the timer loop turns the
+// sent mark into the last-send time for keepalives (to its 100 ms precision), which keeps
+// a clock read off the per-packet path.
 func (s *Server) send(sess *Session, msg []byte, kind PacketKind) bool {
 	if !sess.peer.Send(msg, kind) {
 		return false
 	}
-	sess.lastSend.Store(s.cfg.Now().UnixNano())
+	sess.markSent()
 	return true
+}
+
+// markSent notes that something went out on the session.
+func (sess *Session) markSent() {
+	if !sess.sent.Load() {
+		sess.sent.Store(true)
+	}
 }
 
 // reply builds a message in a pooled buffer and sends it.
@@ -727,9 +737,8 @@ func (s *Server) BroadcastBatch(payloads [][]byte) (int, error) {
 			}
 		}
 	}
-	now := s.cfg.Now().UnixNano()
 	for _, sess := range targets {
-		sess.lastSend.Store(now)
+		sess.markSent()
 	}
 	return sent, nil
 }
@@ -797,6 +806,9 @@ func (s *Server) timerLoop(ctx context.Context) {
 				s.cfg.Hooks.LinkState(false)
 				user, _ := sess.Login()
 				s.cfg.Logger.Warn("link lost", "session", sess.index, "user", user, "silent", silent.Round(time.Second))
+			}
+			if sess.sent.Swap(false) {
+				sess.lastSend.Store(now.UnixNano())
 			}
 			if time.Duration(now.UnixNano()-sess.lastSend.Load()) >= s.cfg.KeepaliveInterval {
 				s.send(sess, keepalive, KindKeepalive)

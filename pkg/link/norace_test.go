@@ -1,0 +1,6 @@
+//go:build !race
+
+package link
+
+// raceEnabled: see race_test.go.
+const raceEnabled = false
