@@ -96,6 +96,14 @@ func (p *Proxy) SetLoss(loss float64) {
 	p.mu.Unlock()
 }
 
+// SetDelay changes the one-way latency added to every datagram while running (e.g. an
+// attacker who holds everything back for a while).
+func (p *Proxy) SetDelay(d time.Duration) {
+	p.mu.Lock()
+	p.cfg.Delay = d
+	p.mu.Unlock()
+}
+
 // Close stops the proxy and waits for its goroutines.
 func (p *Proxy) Close() error {
 	if p.closed.Swap(true) {
@@ -164,6 +172,7 @@ func (p *Proxy) impair(b []byte, send func([]byte)) {
 	lose := p.rng.Float64() < p.cfg.Loss
 	dup := p.rng.Float64() < p.cfg.Duplicate
 	late := p.rng.Float64() < p.cfg.Reorder
+	delay := p.cfg.Delay
 	p.mu.Unlock()
 	if lose {
 		p.dropped.Add(1)
@@ -174,7 +183,6 @@ func (p *Proxy) impair(b []byte, send func([]byte)) {
 		copies = 2
 		p.duplicated.Add(1)
 	}
-	delay := p.cfg.Delay
 	if late {
 		delay += p.cfg.ReorderDelay
 		p.reordered.Add(1)

@@ -97,7 +97,10 @@ func RetryDelay(attempt int, initial, maxDelay time.Duration) time.Duration {
 // the client calls it with its own lock held, so the channel must not call back into the
 // client from these methods.
 type ClientChannel interface {
-	// Send seals msg on the current session and sends it; false if there is none that can send.
+	// Send seals msg on the current session and sends it; false if there is none that can
+	// send. A frames message gets the session's time stamped in first (StampFrames, with
+	// the time since the session's send epoch: the moment this side learned the session was
+	// agreed), so that the stamp always belongs to the session the message goes out on.
 	Send(msg []byte, kind PacketKind) bool
 	// Reconnect asks for a new session: the link is lost, and the drone may have forgotten
 	// the current one. It is called on every timer tick while the link stays lost, so it
@@ -136,6 +139,12 @@ type ClientConfig struct {
 	// OnEvent receives progress events, on internal goroutines, while the client's lock is
 	// held: it must not block and must not call the client's methods.
 	OnEvent func(Event)
+	// OnFrames receives tunnelled frames from the drone, judged fresh, on the channel's
+	// reader goroutine; the slice is valid only during the call. If nil, frames are dropped.
+	OnFrames func(frames []byte)
+	// MaxFrameAge: frames judged older than this on arrival are dropped (DropLate). If
+	// zero, DefaultMaxFrameAge.
+	MaxFrameAge time.Duration
 }
 
 func (c ClientConfig) withDefaults() (ClientConfig, error) {
@@ -160,8 +169,11 @@ func (c ClientConfig) withDefaults() (ClientConfig, error) {
 	if c.KeepaliveInterval == 0 {
 		c.KeepaliveInterval = KeepaliveInterval
 	}
-	if c.KeepaliveInterval < 0 {
-		return c, errors.New("app: negative keepalive interval")
+	if c.MaxFrameAge == 0 {
+		c.MaxFrameAge = DefaultMaxFrameAge
+	}
+	if c.KeepaliveInterval < 0 || c.MaxFrameAge < 0 {
+		return c, errors.New("app: negative keepalive interval or frame age")
 	}
 	c.Password = append([]byte(nil), c.Password...)
 	return c, nil
@@ -196,6 +208,7 @@ type Client struct {
 	loginWanted bool
 	loginStatus chan LoginStatus
 	loginLast   LoginStatus // the last retryable refusal, for the timeout message
+	frameBuf    []byte      // SendFrames' message, reused under mu
 	pending     map[uint64]*pendingCommand
 	lastRecv    time.Time
 	lastSend    time.Time
@@ -284,9 +297,12 @@ func (u ClientUpcalls) Fail(err error) {
 	c.mu.Unlock()
 }
 
-// Receive acts on one opened application message from the drone; now is when it arrived.
-// The message may be decrypted in place in the channel's read buffer: it is not kept.
-func (u ClientUpcalls) Receive(plain []byte, now time.Time) {
+// Receive acts on one opened application message from the drone; now is when it arrived
+// and sessionTime how long before that the session it arrived on began by this side's
+// receive epoch (a moment before the drone's epoch: when this side sent what the drone
+// answered), against which frames are judged. The message may be decrypted in place in
+// the channel's read buffer: it is not kept.
+func (u ClientUpcalls) Receive(plain []byte, now time.Time, sessionTime time.Duration) {
 	c := u.c
 	var m Message
 	if err := ParseMessage(plain, &m); err != nil {
@@ -308,6 +324,15 @@ func (u ClientUpcalls) Receive(plain []byte, now time.Time) {
 		c.handleLoginResult(&m, now)
 	case MsgAck:
 		c.handleAck(&m, now)
+	case MsgFrames:
+		switch age := sessionTime - time.Duration(m.Stamp)*time.Millisecond; {
+		case c.cfg.OnFrames == nil:
+			c.cfg.Hooks.Dropped(DropUnexpected)
+		case age > c.cfg.MaxFrameAge:
+			c.cfg.Hooks.Dropped(DropLate)
+		default:
+			c.cfg.OnFrames(m.Payload)
+		}
 	case MsgClose:
 		c.mu.Lock()
 		c.failLocked(&ClosedError{Reason: m.Reason})
@@ -315,6 +340,35 @@ func (u ClientUpcalls) Receive(plain []byte, now time.Time) {
 	default:
 		c.cfg.Hooks.Dropped(DropUnexpected)
 	}
+}
+
+// ErrNotLoggedIn: frames are sent only on a logged-in session.
+var ErrNotLoggedIn = errors.New("not logged in")
+
+// SendFrames sends tunnelled frames (whole frames, at most MaxFramesPayload bytes) to the
+// drone once, unacknowledged: MAVLink retries what it needs to. It fails with
+// ErrNotLoggedIn while the session is not logged in (the drone would drop them).
+func (c *Client) SendFrames(frames []byte) error {
+	if len(frames) == 0 || len(frames) > MaxFramesPayload {
+		return ErrTooLarge
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.fatal != nil || c.closed:
+		if c.fatal != nil {
+			return c.fatal
+		}
+		return ErrClosed
+	case !c.session || !c.loggedIn:
+		return ErrNotLoggedIn
+	}
+	if c.frameBuf == nil {
+		c.frameBuf = make([]byte, 0, MaxPlaintextSize)
+	}
+	c.frameBuf = AppendFrames(c.frameBuf[:0], frames)
+	c.sendLocked(c.frameBuf, KindFrames, c.cfg.Now())
+	return nil
 }
 
 // noAnswer explains a timeout: the channel's reason if there is no session, else the

@@ -196,6 +196,7 @@ func (e *executor) times(payload string) int {
 // server is what the suite needs of a drone endpoint of either transport.
 type server interface {
 	Broadcast(payload []byte) (int, error)
+	BroadcastFrames(frames []byte) (int, error)
 	Sessions() []app.SessionInfo
 	Revoke(func(app.SessionInfo) bool) int
 }
@@ -203,6 +204,7 @@ type server interface {
 // client is what the suite needs of an operator endpoint of either transport.
 type client interface {
 	Command(ctx context.Context, payload []byte) (app.Ack, error)
+	SendFrames(frames []byte) error
 	Role() app.Role
 	Err() error
 	Close() error
@@ -212,11 +214,14 @@ type client interface {
 type options struct {
 	impair    *lossproxy.Config // a lossy proxy between operators and the drone
 	keepalive time.Duration
+	onFrames  app.FramesHandler
 }
 
 // dialOptions shape one operator.
 type dialOptions struct {
 	password    string // "" for "<user> secret"
+	hooks       link.Hooks
+	onFrames    func([]byte)
 	onTelemetry func([]byte)
 	onEvent     func(app.Event)
 	timeout     time.Duration
@@ -226,6 +231,7 @@ type dialOptions struct {
 type rig struct {
 	users *users
 	exec  *executor
+	hooks *link.Counters // the drone's
 	srv   server
 	addr  netip.AddrPort // where operators send: the drone, or the lossy proxy
 	proxy *lossproxy.Proxy
@@ -257,7 +263,7 @@ func newRig(t *testing.T, tr transport, o options) *rig {
 	if o.keepalive == 0 {
 		o.keepalive = time.Second
 	}
-	r := &rig{users: newUsers(), exec: newExecutor()}
+	r := &rig{users: newUsers(), exec: newExecutor(), hooks: &link.Counters{}}
 	var droneAddr netip.AddrPort
 	r.srv, droneAddr = tr.start(t, r, o)
 	r.addr = droneAddr
@@ -312,7 +318,7 @@ func run(t *testing.T, runFn func(context.Context) error) {
 func startNative(t *testing.T, r *rig, o options) (server, netip.AddrPort) {
 	udp := listenLoopback(t)
 	s, err := link.NewServer(link.ServerConfig{Conn: link.NewUDPConn(udp), PSK: fleetPSK, DroneKey: link.NewDroneKey(droneKey),
-		Auth: r.users, Handler: r.exec.handle, KeepaliveInterval: o.keepalive})
+		Auth: r.users, Handler: r.exec.handle, KeepaliveInterval: o.keepalive, Hooks: r.hooks, OnFrames: o.onFrames})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,12 +335,12 @@ func dialNative(r *rig, o options, user string, d dialOptions) (client, error) {
 	defer cancel()
 	return link.Dial(ctx, link.ClientConfig{Conn: link.NewUDPConn(udp), Drone: r.addr, PSK: fleetPSK,
 		OperatorKey: userKeys[user], DronePublic: &droneKey.PublicKey, User: user, Password: []byte(d.password),
-		KeepaliveInterval: o.keepalive, OnTelemetry: d.onTelemetry, OnEvent: d.onEvent})
+		KeepaliveInterval: o.keepalive, OnTelemetry: d.onTelemetry, OnEvent: d.onEvent, Hooks: d.hooks, OnFrames: d.onFrames})
 }
 
 func startDTLS(t *testing.T, r *rig, o options) (server, netip.AddrPort) {
 	s, err := dtlslink.NewServer(dtlslink.ServerConfig{Conn: listenLoopback(t), PSK: fleetPSK, Passwords: r.users,
-		Handler: r.exec.handle, KeepaliveInterval: o.keepalive})
+		Handler: r.exec.handle, KeepaliveInterval: o.keepalive, Hooks: r.hooks, OnFrames: o.onFrames})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +352,7 @@ func dialDTLS(r *rig, o options, user string, d dialOptions) (client, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d.timeout)
 	defer cancel()
 	return dtlslink.Dial(ctx, dtlslink.ClientConfig{Drone: r.addr, PSK: fleetPSK, User: user, Password: []byte(d.password),
-		KeepaliveInterval: o.keepalive, OnTelemetry: d.onTelemetry, OnEvent: d.onEvent})
+		KeepaliveInterval: o.keepalive, OnTelemetry: d.onTelemetry, OnEvent: d.onEvent, Hooks: d.hooks, OnFrames: d.onFrames})
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -594,6 +600,60 @@ func TestConformanceLinkLostAndRestored(t *testing.T) {
 		command(t, alice, "after")
 		if r.exec.times("before") != 1 || r.exec.times("after") != 1 {
 			t.Fatalf("executions: %v", r.exec.order)
+		}
+	})
+}
+
+// Tunnelled frames cross the session byte for byte both ways, with the sender's identity
+// and current role on the drone; frames held back on the way (here: everything delayed by
+// 1.5 s) are judged late by the receiving side's own clock and dropped, both ways, and
+// fresh frames flow again once the delay is gone.
+func TestConformanceFrames(t *testing.T) {
+	eachTransport(t, func(t *testing.T, tr transport) {
+		up := make(chan string, 16)
+		r := newRig(t, tr, options{impair: &lossproxy.Config{}, onFrames: func(from app.FrameSender, frames []byte) {
+			up <- from.User + "/" + from.Role.String() + ": " + string(frames)
+		}})
+		down := make(chan string, 16)
+		opHooks := &link.Counters{}
+		alice, err := r.dial("alice", dialOptions{hooks: opHooks, onFrames: func(f []byte) { down <- string(f) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		exchange := func(what string) {
+			t.Helper()
+			if err := alice.SendFrames([]byte("up " + what)); err != nil {
+				t.Fatal(err)
+			}
+			if got := <-up; got != "alice/pilot: up "+what {
+				t.Fatalf("drone got %q", got)
+			}
+			if n, err := r.srv.BroadcastFrames([]byte("down " + what)); n != 1 || err != nil {
+				t.Fatalf("BroadcastFrames: %d %v", n, err)
+			}
+			if got := <-down; got != "down "+what {
+				t.Fatalf("operator got %q", got)
+			}
+		}
+		exchange("fresh")
+		r.proxy.SetDelay(1500 * time.Millisecond)
+		if err := alice.SendFrames([]byte("up held")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.srv.BroadcastFrames([]byte("down held")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "both ends to drop the held frames as late", func() bool {
+			return r.hooks.Drop(app.DropLate) >= 1 && opHooks.Drop(app.DropLate) >= 1
+		})
+		r.proxy.SetDelay(0)
+		exchange("again")
+		select {
+		case got := <-up:
+			t.Fatalf("late frames delivered to the drone: %q", got)
+		case got := <-down:
+			t.Fatalf("late frames delivered to the operator: %q", got)
+		default:
 		}
 	})
 }

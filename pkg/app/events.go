@@ -36,12 +36,14 @@ const (
 	DropReplay                           // data counter already seen or too old
 	DropExpired                          // session past its counter or time limit
 	DropUnexpected                       // authentic but not valid here (direction or state)
+	DropLate                             // frames older on arrival than the freshness bound
 	NumDropReasons                       // count of reasons, for arrays indexed by reason
 )
 
 var dropNames = [NumDropReasons]string{
 	"malformed", "bad_mac", "rate_limited", "stale", "unknown_key", "wrong_drone_key",
 	"bad_signature", "session_limit", "unknown_session", "decrypt", "replay", "expired", "unexpected",
+	"late",
 }
 
 // String is the reason's metric label.
@@ -69,12 +71,13 @@ const (
 	KindTelemetry
 	KindKeepalive
 	KindClose
+	KindFrames
 	NumPacketKinds
 )
 
 var kindNames = [NumPacketKinds]string{
 	"initiation", "response", "error", "data", "login", "login_result", "command", "ack",
-	"telemetry", "keepalive", "close",
+	"telemetry", "keepalive", "close", "frames",
 }
 
 // String is the kind's metric label.
@@ -87,7 +90,7 @@ func (k PacketKind) String() string {
 
 // KindOfMessage maps an application message type to its packet kind.
 func KindOfMessage(t byte) PacketKind {
-	if t >= MsgLogin && t <= MsgClose {
+	if t >= MsgLogin && t <= MsgFrames {
 		return KindLogin + PacketKind(t-MsgLogin)
 	}
 	return KindData
@@ -155,6 +158,9 @@ const (
 	LinkLostAfter = LinkLostKeepalives * KeepaliveInterval
 	// MaxCommandLifetime caps how long an operator retransmits one command.
 	MaxCommandLifetime = 30 * time.Second
+	// DefaultMaxFrameAge: tunnelled frames judged older than this on arrival are dropped
+	// (DropLate), so frames an attacker held back are never delivered as current.
+	DefaultMaxFrameAge = time.Second
 )
 
 // timerTick is how often endpoints look at their timers.

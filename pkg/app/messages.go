@@ -3,6 +3,7 @@ package app
 import (
 	"encoding/binary"
 	"strconv"
+	"time"
 )
 
 // Message types: the first plaintext byte of every data datagram.
@@ -14,6 +15,7 @@ const (
 	MsgTelemetry   = 5 // drone → operator: payload
 	MsgKeepalive   = 6 // either way: nothing
 	MsgClose       = 7 // either way: reason; the session ends
+	MsgFrames      = 8 // either way: the sender's session time, tunnelled frames (MAVLink)
 )
 
 // Message field sizes.
@@ -31,6 +33,8 @@ const (
 	TelemetryHeaderSize = 1
 	// CloseSize: type, reason.
 	CloseSize = 2
+	// FramesHeaderSize: type, session time (BE32 milliseconds).
+	FramesHeaderSize = 1 + 4
 
 	// MaxCommandPayload is the largest command payload that fits one datagram.
 	MaxCommandPayload = MaxPlaintextSize - CommandHeaderSize
@@ -38,6 +42,8 @@ const (
 	MaxAckPayload = MaxPlaintextSize - AckHeaderSize
 	// MaxTelemetryPayload is the largest telemetry payload that fits one datagram.
 	MaxTelemetryPayload = MaxPlaintextSize - TelemetryHeaderSize
+	// MaxFramesPayload is the most tunnelled frame bytes one datagram carries.
+	MaxFramesPayload = MaxPlaintextSize - FramesHeaderSize
 )
 
 // Role is what a logged-in user may do.
@@ -176,7 +182,8 @@ type Message struct {
 	Reason   CloseReason
 	User     []byte // login
 	Password []byte // login
-	Payload  []byte // command, ack, telemetry
+	Payload  []byte // command, ack, telemetry, frames
+	Stamp    uint32 // frames: the sender's session time in milliseconds
 }
 
 // ParseMessage parses one plaintext message into m, checking every length. It allocates
@@ -230,6 +237,12 @@ func ParseMessage(b []byte, m *Message) error {
 		if len(b) != 1 {
 			return ErrMalformed
 		}
+	case MsgFrames:
+		if len(b) <= FramesHeaderSize {
+			return ErrMalformed
+		}
+		m.Stamp = binary.BigEndian.Uint32(b[1:])
+		m.Payload = b[FramesHeaderSize:]
 	case MsgClose:
 		if len(b) != CloseSize || CloseReason(b[1]) > MaxCloseReason {
 			return ErrMalformed
@@ -283,4 +296,34 @@ func AppendKeepalive(dst []byte) []byte { return append(dst, MsgKeepalive) }
 // AppendClose appends a close message.
 func AppendClose(dst []byte, reason CloseReason) []byte {
 	return append(dst, MsgClose, byte(reason))
+}
+
+// AppendFrames appends a frames message with a zero session time, which the channel
+// fills in when it seals the message (StampFrames).
+func AppendFrames(dst []byte, frames []byte) []byte {
+	dst = append(dst, MsgFrames, 0, 0, 0, 0)
+	return append(dst, frames...)
+}
+
+// StampFrames writes the sender's session time into a frames message: the time since the
+// epoch from which the receiver judges the frames' age (docs/PROTOCOL.md section 8.4). The
+// sender fills it in right before sealing, on the session the message goes out on. It does
+// nothing to other messages.
+func StampFrames(msg []byte, sinceEpoch time.Duration) {
+	if len(msg) >= FramesHeaderSize && msg[0] == MsgFrames {
+		binary.BigEndian.PutUint32(msg[1:], sessionMillis(sinceEpoch))
+	}
+}
+
+// sessionMillis is a session time in whole milliseconds, 0 before the epoch and saturating
+// far beyond any session's life.
+func sessionMillis(d time.Duration) uint32 {
+	ms := d.Milliseconds()
+	switch {
+	case ms < 0:
+		return 0
+	case ms > 1<<32-1:
+		return 1<<32 - 1
+	}
+	return uint32(ms)
 }

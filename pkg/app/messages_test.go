@@ -2,9 +2,11 @@ package app
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -32,6 +34,34 @@ func guarded(in []byte) []byte {
 	return buf[:len(in)]
 }
 
+// stamped is StampFrames on msg, for tables.
+func stamped(msg []byte, d time.Duration) []byte {
+	StampFrames(msg, d)
+	return msg
+}
+
+// Session times are whole milliseconds, 0 before the epoch, saturating beyond 2^32-1 ms;
+// only frames messages are stamped.
+func TestStampFrames(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		want uint32
+	}{{0, 0}, {-time.Second, 0}, {999 * time.Microsecond, 0}, {time.Millisecond, 1}, {90 * time.Second, 90000},
+		{50 * 24 * time.Hour, 1<<32 - 1}} {
+		msg := AppendFrames(nil, []byte{1})
+		StampFrames(msg, c.d)
+		if got := binary.BigEndian.Uint32(msg[1:]); got != c.want {
+			t.Errorf("StampFrames(%v) = %d, want %d", c.d, got, c.want)
+		}
+	}
+	cmd := AppendCommand(nil, 7, []byte("arm"))
+	before := bytes.Clone(cmd)
+	StampFrames(cmd, time.Hour)
+	if !bytes.Equal(cmd, before) {
+		t.Error("StampFrames changed a command")
+	}
+}
+
 // appendMessage re-encodes a parsed message.
 func appendMessage(dst []byte, m *Message) []byte {
 	switch m.Type {
@@ -49,6 +79,10 @@ func appendMessage(dst []byte, m *Message) []byte {
 		return AppendKeepalive(dst)
 	case MsgClose:
 		return AppendClose(dst, m.Reason)
+	case MsgFrames:
+		b := AppendFrames(dst, m.Payload)
+		binary.BigEndian.PutUint32(b[len(dst)+1:], m.Stamp)
+		return b
 	}
 	panic(fmt.Sprintf("appendMessage: type %d", m.Type))
 }
@@ -93,6 +127,10 @@ func TestMessageRoundTrip(t *testing.T) {
 		{"keepalive", AppendKeepalive(nil), Message{Type: MsgKeepalive}, []byte{6}},
 		{"close normal", AppendClose(nil, CloseNormal), Message{Type: MsgClose, Reason: CloseNormal}, []byte{7, 0}},
 		{"close shutdown", AppendClose(nil, CloseShutdown), Message{Type: MsgClose, Reason: CloseShutdown}, []byte{7, 2}},
+		{"frames", stamped(AppendFrames(nil, []byte{0xfd, 9}), 1500*time.Millisecond),
+			Message{Type: MsgFrames, Stamp: 1500, Payload: []byte{0xfd, 9}}, []byte{8, 0, 0, 5, 0xdc, 0xfd, 9}},
+		{"frames max", AppendFrames(nil, fill(MaxFramesPayload, 'f')),
+			Message{Type: MsgFrames, Payload: fill(MaxFramesPayload, 'f')}, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if c.raw != nil && !bytes.Equal(c.b, c.raw) {
@@ -168,6 +206,10 @@ func TestMessageMalformed(t *testing.T) {
 		{"oversize command", AppendCommand(nil, 1, fill(MaxCommandPayload+1, 'c'))},
 		{"oversize ack", AppendAck(nil, 1, AckOK, fill(MaxAckPayload+1, 'a'))},
 		{"oversize telemetry", AppendTelemetry(nil, fill(MaxTelemetryPayload+1, 't'))},
+		{"frames without frames", AppendFrames(nil, nil)},
+		{"frames short header", AppendFrames(nil, nil)[:FramesHeaderSize-1]},
+		{"frames type only", []byte{MsgFrames}},
+		{"oversize frames", AppendFrames(nil, fill(MaxFramesPayload+1, 'f'))},
 		{"oversize unknown", fill(MaxPlaintextSize+1, 0)},
 		{"oversize 2048", AppendTelemetry(nil, fill(2047, 't'))},
 	} {
@@ -191,6 +233,7 @@ func FuzzParseMessage(f *testing.F) {
 		AppendClose(nil, CloseShutdown),
 		AppendLogin(nil, 3, string(fill(MaxUserNameSize, 'u')), fill(MaxPasswordSize, 'p')),
 		AppendTelemetry(nil, fill(MaxTelemetryPayload, 't')),
+		stamped(AppendFrames(nil, []byte{0xfd, 9, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0}), 42*time.Millisecond),
 	} {
 		f.Add(m)
 	}

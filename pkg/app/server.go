@@ -60,6 +60,21 @@ type Command struct {
 // on the server's executor goroutine.
 type CommandHandler func(ctx context.Context, cmd Command) (AckStatus, []byte)
 
+// FrameSender is who sent tunnelled frames, as the drone's frames handler sees it.
+type FrameSender struct {
+	User        string
+	Role        Role         // the effective role now: min(role at login, role in the current database)
+	OperatorKey crypto.KeyID // native sessions
+	Identity    string       // DTLS sessions: the PSK identity
+	From        netip.AddrPort
+	Session     uint16
+}
+
+// FramesHandler receives the frames of one datagram from a logged-in operator, judged
+// fresh, on the channel's reader goroutine. frames is valid only during the call; the
+// handler must not block.
+type FramesHandler func(from FrameSender, frames []byte)
+
 // SessionInfo describes a live session, for revocation and status.
 type SessionInfo struct {
 	LocalIndex  uint16
@@ -178,6 +193,12 @@ type ServerConfig struct {
 	// KeepaliveInterval: if zero, KeepaliveInterval. The link counts as lost after
 	// LinkLostKeepalives intervals of silence.
 	KeepaliveInterval time.Duration
+	// OnFrames receives tunnelled frames from logged-in operators. If nil, frames are
+	// dropped as unexpected.
+	OnFrames FramesHandler
+	// MaxFrameAge: frames judged older than this on arrival are dropped (DropLate). If
+	// zero, DefaultMaxFrameAge.
+	MaxFrameAge time.Duration
 }
 
 func (c ServerConfig) withDefaults() (ServerConfig, error) {
@@ -208,7 +229,11 @@ func (c ServerConfig) withDefaults() (ServerConfig, error) {
 	if c.KeepaliveInterval == 0 {
 		c.KeepaliveInterval = KeepaliveInterval
 	}
-	if c.DedupCapacity < 0 || c.LoginWorkers < 0 || c.LoginRate < 0 || c.LoginBurst < 0 || c.KeepaliveInterval < 0 {
+	if c.MaxFrameAge == 0 {
+		c.MaxFrameAge = DefaultMaxFrameAge
+	}
+	if c.DedupCapacity < 0 || c.LoginWorkers < 0 || c.LoginRate < 0 || c.LoginBurst < 0 || c.KeepaliveInterval < 0 ||
+		c.MaxFrameAge < 0 {
 		return c, errors.New("app: server config has a negative limit")
 	}
 	return c, nil
@@ -388,6 +413,8 @@ func (u ServerUpcalls) Receive(sess *Session, plain []byte, now time.Time) {
 		s.handleLogin(sess, &m, now)
 	case MsgCommand:
 		s.handleCommand(sess, &m, now)
+	case MsgFrames:
+		s.handleFrames(sess, &m, now)
 	case MsgClose:
 		sess.peer.Remove()
 		user, _ := sess.Login()
@@ -575,6 +602,58 @@ func (s *Server) handleCommand(sess *Session, m *Message, now time.Time) {
 		s.cfg.Hooks.Command(AckBusy)
 		s.ack(sess, m.ID, AckBusy, nil)
 	}
+}
+
+// handleFrames hands tunnelled frames to the frames handler if the session is logged in
+// (checked against the current user database, as for commands: frames can change the
+// vehicle) and the frames are fresh. Their age is judged on this side's clock: the time
+// since this session's epoch (its creation, before the response went out) minus the
+// operator's session time, which counts from the operator's receipt of that response, so
+// the estimate is never below the true age (docs/PROTOCOL.md section 8.4).
+func (s *Server) handleFrames(sess *Session, m *Message, now time.Time) {
+	if s.cfg.OnFrames == nil {
+		s.cfg.Hooks.Dropped(DropUnexpected)
+		return
+	}
+	user, role := s.currentRole(sess)
+	if role == RoleNone {
+		s.cfg.Hooks.Dropped(DropUnexpected)
+		s.warn.Warn("frames on a session that is not logged in", "session", sess.index, "from", sess.peer.Addr())
+		return
+	}
+	if age := now.Sub(sess.created) - time.Duration(m.Stamp)*time.Millisecond; age > s.cfg.MaxFrameAge {
+		s.cfg.Hooks.Dropped(DropLate)
+		s.warn.Warn("late frames dropped", "user", user, "session", sess.index, "age", age.Round(time.Millisecond))
+		return
+	}
+	s.cfg.OnFrames(FrameSender{User: user, Role: role, OperatorKey: sess.id.Key, Identity: sess.id.Name,
+		From: sess.peer.Addr(), Session: sess.index}, m.Payload)
+}
+
+// BroadcastFrames sends tunnelled frames (whole frames, at most MaxFramesPayload bytes)
+// to every logged-in operator's current session, each stamped with that session's time,
+// and returns how many sessions they went to. Safe for concurrent use.
+func (s *Server) BroadcastFrames(frames []byte) (int, error) {
+	if len(frames) == 0 || len(frames) > MaxFramesPayload {
+		return 0, ErrTooLarge
+	}
+	bp := s.msgPool.Get().(*[]byte)
+	defer s.msgPool.Put(bp)
+	msg := AppendFrames((*bp)[:0], frames)
+	tp := s.targetPool.Get().(*[]*Session)
+	defer s.targetPool.Put(tp)
+	targets := s.targets((*tp)[:0])
+	now := s.cfg.Now()
+	sent := 0
+	for i, sess := range targets {
+		StampFrames(msg, now.Sub(sess.created))
+		if s.send(sess, msg, KindFrames) {
+			sent++
+		}
+		targets[i] = nil
+	}
+	*tp = targets[:0]
+	return sent, nil
 }
 
 // currentRole is the session's login checked against the current user database, so a

@@ -38,6 +38,7 @@ type Client struct {
 	mu        sync.Mutex
 	conn      *dtls.Conn
 	pc        *clientConn
+	sendEpoch time.Time // when the current association's handshake completed here
 	redialing bool
 	closed    bool
 }
@@ -55,18 +56,20 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	c.Client, c.up, err = app.NewClient(app.ClientConfig{
 		Channel: c, User: cfg.User, Password: cfg.Password, Logger: cfg.Logger, Hooks: cfg.Hooks,
 		KeepaliveInterval: cfg.KeepaliveInterval, OnTelemetry: cfg.OnTelemetry, OnEvent: cfg.OnEvent,
+		OnFrames: cfg.OnFrames, MaxFrameAge: cfg.MaxFrameAge,
 	})
 	if err != nil {
 		cancel()
 		crypto.Wipe(c.psk[:])
 		return nil, fmt.Errorf("dtlslink: %w", err)
 	}
+	started := time.Now()
 	conn, pc, err := c.connect(ctx)
 	if err != nil {
 		c.up.Abort()
 		return nil, err
 	}
-	c.install(conn, pc)
+	c.install(conn, pc, started)
 	c.up.Start()
 	if err := c.up.WaitLogin(ctx); err != nil {
 		c.up.Abort()
@@ -127,8 +130,9 @@ func (c *Client) connect(ctx context.Context) (*dtls.Conn, *clientConn, error) {
 }
 
 // install makes a fresh association the current one, starts its reader and has the
-// application layer log in on it.
-func (c *Client) install(conn *dtls.Conn, pc *clientConn) {
+// application layer log in on it. started is when its handshake began: before the drone's
+// side of it existed, so the drone's stamps are judged against it (app.ClientChannel).
+func (c *Client) install(conn *dtls.Conn, pc *clientConn, started time.Time) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -136,13 +140,14 @@ func (c *Client) install(conn *dtls.Conn, pc *clientConn) {
 		return
 	}
 	old := c.conn
-	c.conn, c.pc = conn, pc
+	now := time.Now()
+	c.conn, c.pc, c.sendEpoch = conn, pc, now
 	c.mu.Unlock()
 	if old != nil {
 		old.Close()
 	}
-	c.wg.Go(func() { c.readLoop(conn) })
-	c.up.Established(false, time.Now())
+	c.wg.Go(func() { c.readLoop(conn, started) })
+	c.up.Established(false, now)
 }
 
 // Send implements app.ClientChannel: one application message as one DTLS record on the
@@ -153,6 +158,7 @@ func (c *Client) Send(plain []byte, kind link.PacketKind) bool {
 	if c.conn == nil || c.closed {
 		return false
 	}
+	app.StampFrames(plain, time.Since(c.sendEpoch))
 	c.pc.sendKind.Store(uint32(kind))
 	_, err := c.conn.Write(plain)
 	c.pc.sendKind.Store(noKind)
@@ -202,7 +208,7 @@ func (c *Client) event(e link.Event) {
 // readLoop reads one association's messages until it ends. If it was the current one and
 // the client still runs, a new association is set up at once: the drone ended this one
 // (it restarted, or forgot it).
-func (c *Client) readLoop(conn *dtls.Conn) {
+func (c *Client) readLoop(conn *dtls.Conn, recvEpoch time.Time) {
 	buf := make([]byte, readBufferSize)
 	for {
 		n, err := conn.Read(buf)
@@ -224,7 +230,8 @@ func (c *Client) readLoop(conn *dtls.Conn) {
 			c.cfg.Hooks.Dropped(link.DropUnknownSession) // a late record of a replaced association
 			continue
 		}
-		c.up.Receive(buf[:n], time.Now())
+		now := time.Now()
+		c.up.Receive(buf[:n], now, now.Sub(recvEpoch))
 	}
 }
 
@@ -244,10 +251,11 @@ func (c *Client) startRedialLocked() {
 		}()
 		for attempt := 0; c.ctx.Err() == nil && c.Err() == nil; attempt++ {
 			ctx, cancel := context.WithTimeout(c.ctx, redialTimeout)
+			started := time.Now()
 			conn, pc, err := c.connect(ctx)
 			cancel()
 			if err == nil {
-				c.install(conn, pc)
+				c.install(conn, pc, started)
 				return
 			}
 			c.cfg.Logger.Debug("new association failed", "err", err)

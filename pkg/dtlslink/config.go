@@ -13,6 +13,7 @@ import (
 	"github.com/pion/dtls/v3"
 	"github.com/pion/logging"
 
+	"github.com/dronelink/dronelink/pkg/app"
 	"github.com/dronelink/dronelink/pkg/crypto"
 	"github.com/dronelink/dronelink/pkg/link"
 	"github.com/dronelink/dronelink/pkg/replay"
@@ -134,6 +135,10 @@ type ServerConfig struct {
 	// SessionIdleTimeout: an established session silent this long is closed. If zero,
 	// link.SessionIdleTimeout. Must exceed the link-lost time.
 	SessionIdleTimeout time.Duration
+	// OnFrames receives tunnelled frames from logged-in operators (app.ServerConfig.OnFrames).
+	OnFrames app.FramesHandler
+	// MaxFrameAge: frames older on arrival are dropped; if zero, app.DefaultMaxFrameAge.
+	MaxFrameAge time.Duration
 }
 
 func (c ServerConfig) withDefaults() (ServerConfig, error) {
@@ -225,6 +230,10 @@ type ClientConfig struct {
 	// OnEvent receives progress events (the link package's kinds), on internal goroutines;
 	// it must not block.
 	OnEvent func(link.Event)
+	// OnFrames receives tunnelled frames from the drone (app.ClientConfig.OnFrames).
+	OnFrames func(frames []byte)
+	// MaxFrameAge: frames older on arrival are dropped; if zero, app.DefaultMaxFrameAge.
+	MaxFrameAge time.Duration
 }
 
 func (c ClientConfig) withDefaults() (ClientConfig, error) {

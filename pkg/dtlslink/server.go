@@ -107,6 +107,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		Channel: s, Auth: identityAuth{cfg.Passwords}, Handler: cfg.Handler, Logger: cfg.Logger.With("transport", "dtls"),
 		Hooks: cfg.Hooks, DedupLifetime: link.DedupLifetime, DedupCapacity: cfg.DedupCapacity, LoginWorkers: cfg.LoginWorkers,
 		LoginRate: cfg.LoginRate, LoginBurst: cfg.LoginBurst, KeepaliveInterval: cfg.KeepaliveInterval,
+		OnFrames: cfg.OnFrames, MaxFrameAge: cfg.MaxFrameAge,
 	})
 	if err != nil {
 		return nil, err

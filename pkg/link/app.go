@@ -19,6 +19,7 @@ const (
 	MsgTelemetry   = app.MsgTelemetry
 	MsgKeepalive   = app.MsgKeepalive
 	MsgClose       = app.MsgClose
+	MsgFrames      = app.MsgFrames
 )
 
 // Application message sizes and limits (see package app).
@@ -136,6 +137,7 @@ const (
 	DropReplay         = app.DropReplay
 	DropExpired        = app.DropExpired
 	DropUnexpected     = app.DropUnexpected
+	DropLate           = app.DropLate
 	NumDropReasons     = app.NumDropReasons
 )
 
@@ -152,6 +154,7 @@ const (
 	KindTelemetry   = app.KindTelemetry
 	KindKeepalive   = app.KindKeepalive
 	KindClose       = app.KindClose
+	KindFrames      = app.KindFrames
 	NumPacketKinds  = app.NumPacketKinds
 )
 

@@ -54,6 +54,10 @@ type ClientConfig struct {
 	// OnEvent receives progress events, on internal goroutines, while the client's lock is
 	// held: it must not block and must not call the Client's methods.
 	OnEvent func(Event)
+	// OnFrames receives tunnelled frames from the drone (app.ClientConfig.OnFrames).
+	OnFrames func(frames []byte)
+	// MaxFrameAge: frames older on arrival are dropped; if zero, app.DefaultMaxFrameAge.
+	MaxFrameAge time.Duration
 }
 
 func (c ClientConfig) withDefaults() (ClientConfig, error) {
@@ -107,6 +111,7 @@ type Client struct {
 	hsErr       error // the last refusal, for the final error message
 	failed      bool  // a final refusal: no more handshakes
 	closed      bool
+	sealBuf     []byte // MaxDatagramSize capacity: datagrams are sealed into it under mu
 }
 
 // Dial sets up a session with the drone and logs in, retransmitting over a lossy link until
@@ -142,11 +147,12 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 
 // newClient builds the channel and its application layer, without goroutines.
 func newClient(cfg ClientConfig) (*Client, error) {
-	c := &Client{cfg: cfg, cancel: func() {}}
+	c := &Client{cfg: cfg, cancel: func() {}, sealBuf: make([]byte, 0, MaxDatagramSize)}
 	var err error
 	c.Client, c.up, err = app.NewClient(app.ClientConfig{
 		Channel: c, User: cfg.User, Password: cfg.Password, Logger: cfg.Logger, Hooks: cfg.Hooks, Now: cfg.Now,
 		Rand: cfg.Rand, KeepaliveInterval: cfg.KeepaliveInterval, OnTelemetry: cfg.OnTelemetry, OnEvent: cfg.OnEvent,
+		OnFrames: cfg.OnFrames, MaxFrameAge: cfg.MaxFrameAge,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("link: %w", err)
@@ -161,7 +167,9 @@ func (c *Client) Send(msg []byte, kind PacketKind) bool {
 	if c.current == nil || c.closed {
 		return false
 	}
-	return c.sendLocked(c.current, msg, kind, c.cfg.Now())
+	now := c.cfg.Now()
+	app.StampFrames(msg, now.Sub(c.current.sendEpoch))
+	return c.sendLocked(c.current, msg, kind, now)
 }
 
 // Reconnect implements app.ClientChannel: the link is lost, so agree a new session (it
@@ -246,7 +254,7 @@ func (c *Client) sendLocked(s *Session, plaintext []byte, kind PacketKind, now t
 	if s.expired(now) {
 		return false // the drone would drop it; a new session is being agreed
 	}
-	pkt, err := s.Seal(make([]byte, 0, MaxDatagramSize), plaintext, now)
+	pkt, err := s.Seal(c.sealBuf[:0], plaintext, now)
 	if err != nil {
 		return false
 	}
@@ -309,6 +317,7 @@ func (c *Client) handleResponse(pkt []byte) {
 		c.cfg.Logger.Error("session setup failed", "err", err)
 		return
 	}
+	sess.sendEpoch, sess.recvEpoch = now, c.hs.AnsweredAttempt()
 	c.hs = nil
 	c.hsErr = nil
 	if c.current != nil {
@@ -384,7 +393,7 @@ func (c *Client) handleData(pkt []byte, now time.Time) {
 		c.cfg.Hooks.Dropped(dropReasonFor(err))
 		return
 	}
-	c.up.Receive(plain, now)
+	c.up.Receive(plain, now, now.Sub(s.recvEpoch))
 }
 
 // timerLoop retransmits initiations and rekeys.

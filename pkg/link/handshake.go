@@ -181,6 +181,7 @@ type InitiatorConfig struct {
 const maxAttempts = 4
 
 type attempt struct {
+	built     time.Time // when Initiation built it: just before it was sent
 	timestamp uint64
 	ephemeral *ecdh.PrivateKey
 	secret    []byte
@@ -199,6 +200,7 @@ type Initiator struct {
 	state      HandshakeState
 	attempts   []attempt
 	sent       int
+	answered   time.Time // when the attempt the response answered was built
 }
 
 // NewInitiator prepares a handshake for local index local. replaces is the drone's index
@@ -236,6 +238,11 @@ func (h *Initiator) State() HandshakeState { return h.state }
 
 // Attempts is how many initiations have been built.
 func (h *Initiator) Attempts() int { return h.sent }
+
+// AnsweredAttempt is when the initiation that the accepted response answered was built
+// (the zero time before a response was accepted): a moment before the drone created its
+// side of the session, from which the operator judges the age of what the drone stamps.
+func (h *Initiator) AnsweredAttempt() time.Time { return h.answered }
 
 // LocalIndex is the operator's index for the session being set up.
 func (h *Initiator) LocalIndex() uint16 { return h.local }
@@ -285,7 +292,7 @@ func (h *Initiator) Initiation(now time.Time) ([]byte, error) {
 		crypto.Wipe(h.attempts[0].secret)
 		h.attempts = append(h.attempts[:0], h.attempts[1:]...)
 	}
-	h.attempts = append(h.attempts, attempt{timestamp: init.Timestamp, ephemeral: eph, secret: secret, packet: pkt})
+	h.attempts = append(h.attempts, attempt{built: now, timestamp: init.Timestamp, ephemeral: eph, secret: secret, packet: pkt})
 	h.state = StateInitiationSent
 	h.sent++
 	return pkt, nil
@@ -317,6 +324,7 @@ func (h *Initiator) ConsumeResponse(pkt []byte) (keys SessionKeys, r Response, e
 		}
 		if subtle.ConstantTimeCompare(k.confirm[:], r.Confirm[:]) == 1 {
 			keys.Send, keys.Recv, keys.Resume = k.toDrone, k.toOperator, k.resume
+			h.answered = a.built
 			h.finish(StateEstablished)
 			return keys, r, nil
 		}

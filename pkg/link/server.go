@@ -76,6 +76,10 @@ type ServerConfig struct {
 	KeepaliveInterval time.Duration
 	// SessionIdleTimeout: if zero, SessionIdleTimeout. Must exceed the link-lost time.
 	SessionIdleTimeout time.Duration
+	// OnFrames receives tunnelled frames from logged-in operators (app.ServerConfig.OnFrames).
+	OnFrames app.FramesHandler
+	// MaxFrameAge: frames older on arrival are dropped; if zero, app.DefaultMaxFrameAge.
+	MaxFrameAge time.Duration
 }
 
 // withDefaults fills zero fields and checks the rest.
@@ -210,6 +214,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		Channel: s, Auth: keyAuthenticator{cfg.Auth}, Handler: cfg.Handler, Logger: cfg.Logger, Hooks: cfg.Hooks,
 		Now: cfg.Now, DedupLifetime: DedupLifetime, DedupCapacity: cfg.DedupCapacity, LoginWorkers: cfg.LoginWorkers,
 		LoginRate: cfg.LoginRate, LoginBurst: cfg.LoginBurst, KeepaliveInterval: cfg.KeepaliveInterval,
+		OnFrames: cfg.OnFrames, MaxFrameAge: cfg.MaxFrameAge,
 	})
 	if err != nil {
 		return nil, err

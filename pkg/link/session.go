@@ -42,6 +42,13 @@ type Session struct {
 	filter     replay.Filter
 	maxCounter uint64 // highest counter accepted so far, plus one (0: none yet)
 
+	// The operator's epochs of the session (set once, before the session is used): it
+	// stamps frames with the time since sendEpoch (when it accepted the response, after
+	// the drone created its side) and judges the drone's stamps against recvEpoch (when it
+	// built the answered initiation, before the drone created its side), so both ends
+	// overestimate an age and never underestimate it.
+	sendEpoch, recvEpoch time.Time
+
 	lastRecv atomic.Int64 // unix nanoseconds of the last authenticated datagram
 	peer     atomic.Pointer[netip.AddrPort]
 }
