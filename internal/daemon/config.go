@@ -27,6 +27,10 @@ type Config struct {
 	UsersPath      string
 	Forward        string
 	TelemetryIn    string
+	MavlinkListen  string
+	MavlinkTo      string
+	MavlinkAgg     time.Duration
+	MavlinkMaxAge  time.Duration
 	Metrics        string
 	LogFormat      string
 	LogLevel       string
@@ -46,6 +50,10 @@ func (c *Config) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.UsersPath, "users", "", "user database `PATH` (reloaded on SIGHUP and when it changes)")
 	fs.StringVar(&c.Forward, "forward", "", "hand each executed command's payload as one UDP datagram to `HOST:PORT`")
 	fs.StringVar(&c.TelemetryIn, "telemetry-in", "", "read telemetry datagrams from local applications on UDP `HOST:PORT`")
+	fs.StringVar(&c.MavlinkListen, "mavlink-listen", "", "MAVLink tunnel: bind UDP `HOST:PORT` for the autopilot or mavlink-router; frames for it go to the most recent sender")
+	fs.StringVar(&c.MavlinkTo, "mavlink-to", "", "MAVLink tunnel: the autopilot's fixed UDP `HOST:PORT`; frames go there and only its datagrams are taken")
+	fs.DurationVar(&c.MavlinkAgg, "mavlink-agg", 20*time.Millisecond, "MAVLink tunnel: longest an autopilot frame waits to share a datagram with later ones (0: never)")
+	fs.DurationVar(&c.MavlinkMaxAge, "mavlink-max-age", time.Second, "MAVLink tunnel: frames older than this on arrival are dropped, both ways")
 	fs.StringVar(&c.Metrics, "metrics", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics (an empty HOST means 127.0.0.1)")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format on standard error: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -132,7 +140,8 @@ func (c *Config) validate() error {
 	for _, a := range []struct {
 		name, value string
 		optional    bool
-	}{{"--listen", c.Listen, false}, {"--forward", c.Forward, true}, {"--telemetry-in", c.TelemetryIn, true}, {"--metrics", c.Metrics, true}} {
+	}{{"--listen", c.Listen, false}, {"--forward", c.Forward, true}, {"--telemetry-in", c.TelemetryIn, true}, {"--metrics", c.Metrics, true},
+		{"--mavlink-listen", c.MavlinkListen, true}, {"--mavlink-to", c.MavlinkTo, true}} {
 		if a.value == "" && a.optional {
 			continue
 		}
@@ -142,6 +151,15 @@ func (c *Config) validate() error {
 			}
 			// Host names are resolved when the socket opens.
 		}
+	}
+	if c.MavlinkListen != "" && c.MavlinkTo != "" {
+		return errors.New("--mavlink-listen and --mavlink-to: give one of them")
+	}
+	if c.MavlinkAgg < 0 || c.MavlinkAgg > time.Second {
+		return fmt.Errorf("--mavlink-agg %v: want 0 to 1s", c.MavlinkAgg)
+	}
+	if c.MavlinkMaxAge <= 0 || c.MavlinkMaxAge > time.Minute {
+		return fmt.Errorf("--mavlink-max-age %v: want more than 0 and at most 1m", c.MavlinkMaxAge)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)

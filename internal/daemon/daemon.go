@@ -27,9 +27,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dronelink/dronelink/internal/buildinfo"
+	"github.com/dronelink/dronelink/pkg/app"
 	"github.com/dronelink/dronelink/pkg/crypto"
 	"github.com/dronelink/dronelink/pkg/dtlslink"
 	"github.com/dronelink/dronelink/pkg/link"
+	"github.com/dronelink/dronelink/pkg/tunnel"
 	"github.com/dronelink/dronelink/pkg/userdb"
 )
 
@@ -115,11 +117,15 @@ type daemon struct {
 	fwd    *net.UDPConn // nil without --forward
 }
 
+// tunnelOn says whether the MAVLink tunnel is configured.
+func (c *Config) tunnelOn() bool { return c.MavlinkListen != "" || c.MavlinkTo != "" }
+
 // linkServer is what the daemon needs of a transport's server: *link.Server (native) and
 // *dtlslink.Server (DTLS-PSK) both provide it.
 type linkServer interface {
 	Run(ctx context.Context) error
 	Broadcast(payload []byte) (int, error)
+	BroadcastFrames(frames []byte) (int, error)
 	Revoke(revoked func(link.SessionInfo) bool) int
 	LocalAddr() netip.AddrPort
 }
@@ -201,6 +207,20 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		defer d.fwd.Close()
 	}
 
+	var tun *tunnel.Drone
+	var tunnelConn *net.UDPConn
+	if cfg.tunnelOn() {
+		if tunnelConn, tun, err = d.openTunnel(); err != nil {
+			conn.Close()
+			return err
+		}
+		defer tunnelConn.Close()
+	}
+	var onFrames app.FramesHandler
+	if tun != nil {
+		onFrames = tun.FromOperator
+	}
+
 	var hooks link.Hooks
 	var metricsSrv *metricsServer
 	if cfg.Metrics != "" {
@@ -222,6 +242,8 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 			Hooks:        hooks,
 			ReplayWindow: cfg.ReplayWindow,
 			MaxSessions:  cfg.MaxSessions,
+			OnFrames:     onFrames,
+			MaxFrameAge:  cfg.MavlinkMaxAge,
 		})
 	} else {
 		d.server, err = link.NewServer(link.ServerConfig{
@@ -234,6 +256,8 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 			Hooks:        hooks,
 			ReplayWindow: cfg.ReplayWindow,
 			MaxSessions:  cfg.MaxSessions,
+			OnFrames:     onFrames,
+			MaxFrameAge:  cfg.MavlinkMaxAge,
 		})
 	}
 	if err != nil {
@@ -254,6 +278,14 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		wg.Go(func() { d.telemetryLoop(ctx, telemetryConn) })
 	}
 	wg.Go(func() { d.reloadLoop(ctx) })
+	if tun != nil {
+		tun.SetHooks(tunnelHooks(metricsSrv))
+		wg.Go(func() {
+			if err := tun.Run(ctx); err != nil {
+				d.log.Error("MAVLink tunnel stopped", "err", err)
+			}
+		})
+	}
 	if metricsSrv != nil {
 		wg.Go(func() { metricsSrv.serve(ctx, d.log) })
 	}
@@ -263,6 +295,9 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		started = append(started, "drone_key", crypto.Fingerprint(&key.PublicKey))
 	}
 	started = append(started, "users", db.Len(), "telemetry_in", cfg.TelemetryIn, "forward", cfg.Forward, "metrics", metricsAddr(metricsSrv))
+	if tunnelConn != nil {
+		started = append(started, "mavlink", tunnelConn.LocalAddr().String(), "mavlink_to", cfg.MavlinkTo, "mavlink_agg", cfg.MavlinkAgg)
+	}
 	d.log.Info("dronelinkd started", started...)
 	err = d.server.Run(ctx)
 	cancel()
@@ -274,6 +309,39 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	}
 	d.log.Info("dronelinkd stopped")
 	return nil
+}
+
+// openTunnel opens the MAVLink tunnel's socket towards the autopilot: bound to
+// --mavlink-listen, or on an ephemeral port towards --mavlink-to.
+func (d *daemon) openTunnel() (*net.UDPConn, *tunnel.Drone, error) {
+	cfg := tunnel.DroneConfig{Aggregation: d.cfg.MavlinkAgg, Logger: d.log.With("component", "mavlink"),
+		Broadcast: func(frames []byte) (int, error) { return d.server.BroadcastFrames(frames) }}
+	var err error
+	if d.cfg.MavlinkTo != "" {
+		to, rerr := net.ResolveUDPAddr("udp", d.cfg.MavlinkTo)
+		if rerr != nil {
+			return nil, nil, fmt.Errorf("--mavlink-to %s: %w", d.cfg.MavlinkTo, rerr)
+		}
+		cfg.Autopilot = to.AddrPort()
+		local := &net.UDPAddr{IP: net.IPv4zero}
+		if to.IP.To4() == nil {
+			local = &net.UDPAddr{IP: net.IPv6zero}
+		}
+		if to.IP.IsLoopback() {
+			local = &net.UDPAddr{IP: to.IP}
+		}
+		if cfg.Conn, err = net.ListenUDP("udp", local); err != nil {
+			return nil, nil, fmt.Errorf("cannot open the MAVLink socket towards %s: %w", d.cfg.MavlinkTo, unwrapSyscall(err))
+		}
+	} else if cfg.Conn, err = listenUDP(d.cfg.MavlinkListen); err != nil {
+		return nil, nil, fmt.Errorf("cannot listen for MAVLink on %s: %w", d.cfg.MavlinkListen, unwrapSyscall(err))
+	}
+	tun, err := tunnel.NewDrone(cfg)
+	if err != nil {
+		cfg.Conn.Close()
+		return nil, nil, err
+	}
+	return cfg.Conn, tun, nil
 }
 
 // listenUDP opens the operators' socket.

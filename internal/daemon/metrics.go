@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dronelink/dronelink/pkg/metrics"
+	"github.com/dronelink/dronelink/pkg/tunnel"
 )
 
 // metricsAddress puts an address without a host on loopback, so `--metrics :9500` cannot
@@ -37,6 +38,15 @@ type metricsServer struct {
 	http     *http.Server
 	listener net.Listener
 	hooks    *metrics.Link
+	tunnel   *metrics.Tunnel
+}
+
+// tunnelHooks is the tunnel's metrics, or none without --metrics.
+func tunnelHooks(m *metricsServer) tunnel.Hooks {
+	if m == nil {
+		return tunnel.NopHooks{}
+	}
+	return m.tunnel
 }
 
 // startMetrics registers the link, Go and process collectors on a registry of their own
@@ -49,6 +59,10 @@ func startMetrics(addr, transport string, log *slog.Logger) (*metricsServer, err
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	hooks, err := metrics.New(reg, metrics.Options{Transport: transport, Role: metrics.RoleDrone})
+	if err != nil {
+		return nil, err
+	}
+	tun, err := metrics.NewTunnel(reg, metrics.RoleDrone)
 	if err != nil {
 		return nil, err
 	}
@@ -66,6 +80,7 @@ func startMetrics(addr, transport string, log *slog.Logger) (*metricsServer, err
 			WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute},
 		listener: ln,
 		hooks:    hooks,
+		tunnel:   tun,
 	}, nil
 }
 

@@ -73,7 +73,7 @@ func (a *app) listen(ctx context.Context, s *linkSetup, count int) error {
 			close(enough)
 		}
 	}
-	sess, err := a.dial(dialCtx, s, prog, onTelemetry)
+	sess, err := a.dial(dialCtx, s, prog, dialOptions{onTelemetry: onTelemetry})
 	if err != nil {
 		return err
 	}

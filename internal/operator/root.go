@@ -101,6 +101,7 @@ or type them at the prompt when standard input is a terminal.
 		a.newUserCmd(),
 		a.newSendCmd(),
 		a.newListenCmd(),
+		a.newGCSCmd(),
 		a.newVersionCmd(),
 	)
 	return root

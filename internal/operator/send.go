@@ -69,7 +69,7 @@ func (a *app) send(ctx context.Context, s *linkSetup, message []byte) error {
 	prog := a.newProgress(deadline)
 	defer prog.clear()
 
-	sess, err := a.dial(ctx, s, prog, nil)
+	sess, err := a.dial(ctx, s, prog, dialOptions{})
 	if err != nil {
 		return err
 	}

@@ -170,6 +170,8 @@ func (d *dialState) snapshot() (established, loggedIn bool, refusal error) {
 type linkSession interface {
 	// Command sends one command and waits for its acknowledgement.
 	Command(ctx context.Context, payload []byte) (link.Ack, error)
+	// SendFrames sends tunnelled frames once, unacknowledged.
+	SendFrames(frames []byte) error
 	// Role is the role the drone granted at login.
 	Role() link.Role
 	// Done is closed when the session ends for good; Err then says why.
@@ -192,11 +194,30 @@ type session struct {
 	setup  *linkSetup
 }
 
+// dialOptions are what a command adds to a session: where telemetry and tunnelled frames
+// go, how old frames may be, and who else hears of the session's events. Zero fields: none.
+type dialOptions struct {
+	onTelemetry func([]byte)
+	onFrames    func([]byte)
+	maxFrameAge time.Duration
+	onEvent     func(link.Event)
+	survive     bool // reconnect after the drone shuts down (a restart)
+}
+
+// events is the OnEvent of a session: the progress line, then o.onEvent.
+func (a *app) events(o dialOptions, state *dialState, prog *progress, s *linkSetup) func(link.Event) {
+	return func(e link.Event) {
+		a.onEvent(e, state, prog, s)
+		if o.onEvent != nil {
+			o.onEvent(e)
+		}
+	}
+}
+
 // dial sets up a session over the setup's transport, logging in, until ctx ends.
-// onTelemetry may be nil.
-func (a *app) dial(ctx context.Context, s *linkSetup, prog *progress, onTelemetry func([]byte)) (*session, error) {
+func (a *app) dial(ctx context.Context, s *linkSetup, prog *progress, o dialOptions) (*session, error) {
 	if s.transport == transportDTLS {
-		return a.dialDTLS(ctx, s, prog, onTelemetry)
+		return a.dialDTLS(ctx, s, prog, o)
 	}
 	conn, err := link.ListenUDP(localAddressFor(s.drone))
 	if err != nil {
@@ -211,8 +232,12 @@ func (a *app) dial(ctx context.Context, s *linkSetup, prog *progress, onTelemetr
 		DronePublic: s.dronePublic,
 		User:        s.user,
 		Password:    s.password,
-		OnTelemetry: onTelemetry,
-		OnEvent:     func(e link.Event) { a.onEvent(e, state, prog, s) },
+		OnTelemetry: o.onTelemetry,
+		OnFrames:    o.onFrames,
+		MaxFrameAge: o.maxFrameAge,
+		OnEvent:     a.events(o, state, prog, s),
+
+		SurviveShutdown: o.survive,
 	}
 	client, err := link.Dial(ctx, cfg)
 	if err != nil {
@@ -223,15 +248,19 @@ func (a *app) dial(ctx context.Context, s *linkSetup, prog *progress, onTelemetr
 }
 
 // dialDTLS sets up a DTLS-PSK session, logging in, until ctx ends.
-func (a *app) dialDTLS(ctx context.Context, s *linkSetup, prog *progress, onTelemetry func([]byte)) (*session, error) {
+func (a *app) dialDTLS(ctx context.Context, s *linkSetup, prog *progress, o dialOptions) (*session, error) {
 	state := &dialState{}
 	client, err := dtlslink.Dial(ctx, dtlslink.ClientConfig{
 		Drone:       s.drone,
 		PSK:         s.psk,
 		User:        s.user,
 		Password:    s.password,
-		OnTelemetry: onTelemetry,
-		OnEvent:     func(e link.Event) { a.onEvent(e, state, prog, s) },
+		OnTelemetry: o.onTelemetry,
+		OnFrames:    o.onFrames,
+		MaxFrameAge: o.maxFrameAge,
+		OnEvent:     a.events(o, state, prog, s),
+
+		SurviveShutdown: o.survive,
 	})
 	if err != nil {
 		return nil, a.linkFailure(ctx, err, state, s, "")

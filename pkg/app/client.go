@@ -145,6 +145,10 @@ type ClientConfig struct {
 	// MaxFrameAge: frames judged older than this on arrival are dropped (DropLate). If
 	// zero, DefaultMaxFrameAge.
 	MaxFrameAge time.Duration
+	// SurviveShutdown: when the drone says it is shutting down, treat the link as lost and
+	// keep trying to set up a new session (a daemon restart), instead of ending for good.
+	// For long-running operators such as the MAVLink tunnel.
+	SurviveShutdown bool
 }
 
 func (c ClientConfig) withDefaults() (ClientConfig, error) {
@@ -335,7 +339,13 @@ func (u ClientUpcalls) Receive(plain []byte, now time.Time, sessionTime time.Dur
 		}
 	case MsgClose:
 		c.mu.Lock()
-		c.failLocked(&ClosedError{Reason: m.Reason})
+		if m.Reason == CloseShutdown && c.cfg.SurviveShutdown && !c.closed {
+			c.loggedIn = false
+			c.setLinkLocked(false)
+			c.cfg.Channel.Reconnect()
+		} else {
+			c.failLocked(&ClosedError{Reason: m.Reason})
+		}
 		c.mu.Unlock()
 	default:
 		c.cfg.Hooks.Dropped(DropUnexpected)

@@ -56,7 +56,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	c.Client, c.up, err = app.NewClient(app.ClientConfig{
 		Channel: c, User: cfg.User, Password: cfg.Password, Logger: cfg.Logger, Hooks: cfg.Hooks,
 		KeepaliveInterval: cfg.KeepaliveInterval, OnTelemetry: cfg.OnTelemetry, OnEvent: cfg.OnEvent,
-		OnFrames: cfg.OnFrames, MaxFrameAge: cfg.MaxFrameAge,
+		OnFrames: cfg.OnFrames, MaxFrameAge: cfg.MaxFrameAge, SurviveShutdown: cfg.SurviveShutdown,
 	})
 	if err != nil {
 		cancel()

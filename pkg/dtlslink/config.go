@@ -234,6 +234,8 @@ type ClientConfig struct {
 	OnFrames func(frames []byte)
 	// MaxFrameAge: frames older on arrival are dropped; if zero, app.DefaultMaxFrameAge.
 	MaxFrameAge time.Duration
+	// SurviveShutdown: reconnect after the drone shuts down (app.ClientConfig.SurviveShutdown).
+	SurviveShutdown bool
 }
 
 func (c ClientConfig) withDefaults() (ClientConfig, error) {

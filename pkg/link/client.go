@@ -58,6 +58,8 @@ type ClientConfig struct {
 	OnFrames func(frames []byte)
 	// MaxFrameAge: frames older on arrival are dropped; if zero, app.DefaultMaxFrameAge.
 	MaxFrameAge time.Duration
+	// SurviveShutdown: reconnect after the drone shuts down (app.ClientConfig.SurviveShutdown).
+	SurviveShutdown bool
 }
 
 func (c ClientConfig) withDefaults() (ClientConfig, error) {
@@ -152,7 +154,7 @@ func newClient(cfg ClientConfig) (*Client, error) {
 	c.Client, c.up, err = app.NewClient(app.ClientConfig{
 		Channel: c, User: cfg.User, Password: cfg.Password, Logger: cfg.Logger, Hooks: cfg.Hooks, Now: cfg.Now,
 		Rand: cfg.Rand, KeepaliveInterval: cfg.KeepaliveInterval, OnTelemetry: cfg.OnTelemetry, OnEvent: cfg.OnEvent,
-		OnFrames: cfg.OnFrames, MaxFrameAge: cfg.MaxFrameAge,
+		OnFrames: cfg.OnFrames, MaxFrameAge: cfg.MaxFrameAge, SurviveShutdown: cfg.SurviveShutdown,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("link: %w", err)

@@ -153,7 +153,7 @@ func New(reg prometheus.Registerer, opts Options) (*Link, error) {
 	droppedVec := counterVec("dropped_packets_total",
 		"Received datagrams dropped, by reason (malformed, bad_mac, rate_limited, stale, unknown_key,"+
 			" wrong_drone_key, bad_signature, session_limit, unknown_session, decrypt, replay, expired,"+
-			" unexpected).", "reason")
+			" unexpected, late).", "reason")
 	handshakesVec := counterVec("handshakes_total",
 		"Completed handshake attempts, by result: ok (session established), refused (the peer refused),"+
 			" failed (this side refused the peer's message).", "result")

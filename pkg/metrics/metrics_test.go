@@ -10,6 +10,7 @@ import (
 
 	"github.com/dronelink/dronelink/pkg/link"
 	"github.com/dronelink/dronelink/pkg/metrics"
+	"github.com/dronelink/dronelink/pkg/tunnel"
 )
 
 func newLink(t *testing.T, reg prometheus.Registerer, opts metrics.Options) *metrics.Link {
@@ -52,12 +53,13 @@ func TestExposition(t *testing.T) {
 	populate(newLink(t, reg, metrics.Options{Transport: metrics.TransportDTLS, Role: metrics.RoleOperator}))
 
 	const want = `
-# HELP dronelink_dropped_packets_total Received datagrams dropped, by reason (malformed, bad_mac, rate_limited, stale, unknown_key, wrong_drone_key, bad_signature, session_limit, unknown_session, decrypt, replay, expired, unexpected).
+# HELP dronelink_dropped_packets_total Received datagrams dropped, by reason (malformed, bad_mac, rate_limited, stale, unknown_key, wrong_drone_key, bad_signature, session_limit, unknown_session, decrypt, replay, expired, unexpected, late).
 # TYPE dronelink_dropped_packets_total counter
 dronelink_dropped_packets_total{reason="bad_mac",role="operator",transport="dtls"} 1
 dronelink_dropped_packets_total{reason="bad_signature",role="operator",transport="dtls"} 0
 dronelink_dropped_packets_total{reason="decrypt",role="operator",transport="dtls"} 0
 dronelink_dropped_packets_total{reason="expired",role="operator",transport="dtls"} 0
+dronelink_dropped_packets_total{reason="late",role="operator",transport="dtls"} 0
 dronelink_dropped_packets_total{reason="malformed",role="operator",transport="dtls"} 0
 dronelink_dropped_packets_total{reason="rate_limited",role="operator",transport="dtls"} 0
 dronelink_dropped_packets_total{reason="replay",role="operator",transport="dtls"} 2
@@ -126,6 +128,7 @@ dronelink_packets_received_total{kind="close",role="drone",transport="native"} 0
 dronelink_packets_received_total{kind="command",role="drone",transport="native"} 0
 dronelink_packets_received_total{kind="data",role="drone",transport="native"} 1
 dronelink_packets_received_total{kind="error",role="drone",transport="native"} 0
+dronelink_packets_received_total{kind="frames",role="drone",transport="native"} 0
 dronelink_packets_received_total{kind="initiation",role="drone",transport="native"} 0
 dronelink_packets_received_total{kind="keepalive",role="drone",transport="native"} 0
 dronelink_packets_received_total{kind="login",role="drone",transport="native"} 0
@@ -237,5 +240,43 @@ dronelink_sessions_active{role="drone",transport="native"} 4
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "dronelink_sessions_active"); err != nil {
 		t.Errorf("defaults: %v", err)
+	}
+}
+
+// The tunnel's metrics: every direction and reason resolved up front, and the hooks count.
+func TestTunnelExposition(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	tm, err := metrics.NewTunnel(reg, metrics.RoleDrone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.Frame(tunnel.Down, 40)
+	tm.Frame(tunnel.Down, 21)
+	tm.Frame(tunnel.Up, 45)
+	tm.Dropped(tunnel.Up, tunnel.DropRole)
+	tm.Dropped(tunnel.NumDirections, tunnel.DropRole) // out of range: ignored
+	tm.Datagram(tunnel.Down, 2)
+	const want = `
+# HELP dronelink_mavlink_frames_total MAVLink frames the tunnel carried, by direction: up (ground station to autopilot), down.
+# TYPE dronelink_mavlink_frames_total counter
+dronelink_mavlink_frames_total{direction="down",role="drone"} 2
+dronelink_mavlink_frames_total{direction="up",role="drone"} 1
+# HELP dronelink_mavlink_frame_bytes_total Bytes of the MAVLink frames the tunnel carried, by direction.
+# TYPE dronelink_mavlink_frame_bytes_total counter
+dronelink_mavlink_frame_bytes_total{direction="down",role="drone"} 61
+dronelink_mavlink_frame_bytes_total{direction="up",role="drone"} 45
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "dronelink_mavlink_frames_total",
+		"dronelink_mavlink_frame_bytes_total"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(reg, "dronelink_mavlink_dropped_frames_total"); n != int(tunnel.NumDirections)*int(tunnel.NumDropReasons) {
+		t.Fatalf("%d drop series", n)
+	}
+	if _, err := metrics.NewTunnel(reg, metrics.RoleDrone); err == nil {
+		t.Fatal("registered twice")
+	}
+	if _, err := metrics.NewTunnel(reg, "pilot"); err == nil {
+		t.Fatal("a bad role accepted")
 	}
 }

@@ -1,0 +1,207 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/dronelink/dronelink/internal/ratelog"
+	"github.com/dronelink/dronelink/pkg/app"
+	"github.com/dronelink/dronelink/pkg/mavlink"
+)
+
+// DefaultAggregation is the longest the drone holds an autopilot frame to pack more with it.
+const DefaultAggregation = 20 * time.Millisecond
+
+// DroneConfig configures the drone's end of the tunnel.
+type DroneConfig struct {
+	// Conn is the socket towards the autopilot (or mavlink-router); required. Run closes it.
+	Conn *net.UDPConn
+	// Autopilot, if set, is the autopilot's fixed address ("normal" mode): frames go there
+	// and only datagrams from there are taken. If zero, frames go to the most recent sender
+	// to Conn ("server" mode).
+	Autopilot netip.AddrPort
+	// Aggregation: frames from the autopilot wait at most this long to share a datagram
+	// with later ones; zero sends each autopilot datagram's frames at once.
+	Aggregation time.Duration
+	// Broadcast sends packed frames to every logged-in operator (app.Server.BroadcastFrames); required.
+	Broadcast func(frames []byte) (int, error)
+	// Logger; if nil, logs are discarded. Hooks; if nil, NopHooks.
+	Logger *slog.Logger
+	Hooks  Hooks
+}
+
+// Drone is the drone's end of the tunnel.
+type Drone struct {
+	cfg       DroneConfig
+	autopilot peerAddr
+	warn      *ratelog.Limiter
+
+	upMu sync.Mutex
+	up   []byte // the frames of one operator message that may pass, under upMu
+}
+
+// NewDrone checks the config.
+func NewDrone(cfg DroneConfig) (*Drone, error) {
+	if cfg.Conn == nil || cfg.Broadcast == nil || cfg.Aggregation < 0 {
+		return nil, errors.New("tunnel: drone config needs Conn and Broadcast, and no negative aggregation")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Hooks == nil {
+		cfg.Hooks = NopHooks{}
+	}
+	d := &Drone{cfg: cfg, warn: ratelog.New(cfg.Logger, 10*time.Second), up: make([]byte, 0, app.MaxFramesPayload)}
+	if cfg.Autopilot.IsValid() {
+		d.autopilot.store(unmap(cfg.Autopilot))
+	}
+	return d, nil
+}
+
+// SetHooks replaces the hooks; call it before Run.
+func (d *Drone) SetHooks(h Hooks) {
+	if h != nil {
+		d.cfg.Hooks = h
+	}
+}
+
+// FromOperator is the drone's frames handler (app.FramesHandler): it hands the autopilot
+// the frames the sender's role allows, as one datagram, at once.
+func (d *Drone) FromOperator(from app.FrameSender, frames []byte) {
+	d.upMu.Lock()
+	defer d.upMu.Unlock()
+	out := d.up[:0]
+	n := 0
+	mavlink.Scan(frames, func(f mavlink.Frame) {
+		if from.Role != app.RolePilot && !mavlink.ObserverMay(&f) {
+			d.cfg.Hooks.Dropped(Up, DropRole)
+			d.warn.Warn("frame refused: the user may not change the vehicle", "user", from.User,
+				"role", from.Role.String(), "msgid", f.MsgID, "command", mavlink.Command(&f))
+			return
+		}
+		out = append(out, f.Raw...)
+		n++
+	}, func(error) {
+		d.cfg.Hooks.Dropped(Up, DropMalformed)
+		d.warn.Warn("malformed frame from an operator dropped", "user", from.User)
+	})
+	d.up = out
+	if n == 0 {
+		return
+	}
+	to, ok := d.autopilot.load()
+	if !ok {
+		for range n {
+			d.cfg.Hooks.Dropped(Up, DropNoPeer)
+		}
+		d.warn.Warn("frames for the autopilot dropped: it has not been heard yet")
+		return
+	}
+	if _, err := d.cfg.Conn.WriteToUDPAddrPort(out, to); err != nil {
+		for range n {
+			d.cfg.Hooks.Dropped(Up, DropSendFailed)
+		}
+		d.warn.Warn("frames for the autopilot not sent", "to", to, "err", err)
+		return
+	}
+	d.cfg.Hooks.Datagram(Up, n)
+	mavlink.Scan(out, func(f mavlink.Frame) { d.cfg.Hooks.Frame(Up, len(f.Raw)) }, func(error) {})
+}
+
+// pack is the autopilot frames waiting to go out together.
+type pack struct {
+	buf      []byte
+	arrivals []time.Time // one per frame
+	first    time.Time
+}
+
+// Run reads the autopilot's datagrams until ctx ends or the socket fails, and sends their
+// frames to the operators, packed. It closes the socket when it returns.
+func (d *Drone) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { d.cfg.Conn.Close() })
+	defer stop()
+	defer d.cfg.Conn.Close()
+	buf := make([]byte, 1<<16)
+	p := &pack{buf: make([]byte, 0, app.MaxFramesPayload)}
+	var err error
+	for {
+		if len(p.buf) > 0 {
+			err = d.cfg.Conn.SetReadDeadline(p.first.Add(d.cfg.Aggregation))
+		} else {
+			err = d.cfg.Conn.SetReadDeadline(time.Time{})
+		}
+		if err != nil {
+			return nilIfClosed(ctx, err)
+		}
+		n, from, rerr := d.cfg.Conn.ReadFromUDPAddrPort(buf)
+		now := time.Now()
+		if rerr != nil {
+			if errors.Is(rerr, os.ErrDeadlineExceeded) {
+				d.flush(p, now)
+				continue
+			}
+			return nilIfClosed(ctx, rerr)
+		}
+		from = unmap(from)
+		if d.cfg.Autopilot.IsValid() {
+			if from != unmap(d.cfg.Autopilot) {
+				d.cfg.Hooks.Dropped(Down, DropStranger)
+				d.warn.Warn("datagram on the autopilot socket from another address dropped", "from", from)
+				continue
+			}
+		} else {
+			d.autopilot.store(from)
+		}
+		mavlink.Scan(buf[:n], func(f mavlink.Frame) {
+			if len(p.buf)+len(f.Raw) > app.MaxFramesPayload {
+				d.flush(p, now)
+			}
+			if len(p.buf) == 0 {
+				p.first = now
+			}
+			p.buf = append(p.buf, f.Raw...)
+			p.arrivals = append(p.arrivals, now)
+		}, func(error) {
+			d.cfg.Hooks.Dropped(Down, DropMalformed)
+			d.warn.Warn("malformed frame from the autopilot dropped", "from", from)
+		})
+		if d.cfg.Aggregation == 0 || (len(p.buf) > 0 && now.Sub(p.first) >= d.cfg.Aggregation) {
+			d.flush(p, now)
+		}
+	}
+}
+
+// flush sends the pack to the operators.
+func (d *Drone) flush(p *pack, now time.Time) {
+	if len(p.buf) == 0 {
+		return
+	}
+	sent, err := d.cfg.Broadcast(p.buf)
+	if err != nil {
+		d.warn.Warn("frames not sent to the operators", "err", err)
+	}
+	if sent > 0 { // with no operator logged in, nothing was carried
+		d.cfg.Hooks.Datagram(Down, len(p.arrivals))
+		i := 0
+		mavlink.Scan(p.buf, func(f mavlink.Frame) {
+			d.cfg.Hooks.Frame(Down, len(f.Raw))
+			d.cfg.Hooks.Delay(Down, now.Sub(p.arrivals[i]))
+			i++
+		}, func(error) {})
+	}
+	p.buf, p.arrivals = p.buf[:0], p.arrivals[:0]
+}
+
+// nilIfClosed: a socket closed because ctx ended is a clean stop.
+func nilIfClosed(ctx context.Context, err error) error {
+	if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}

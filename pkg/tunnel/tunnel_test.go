@@ -1,0 +1,150 @@
+package tunnel
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dronelink/dronelink/pkg/app"
+	"github.com/dronelink/dronelink/pkg/mavlink"
+)
+
+func listen(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func attitude(i int) []byte {
+	p := make([]byte, 28)
+	p[0] = byte(i)
+	return mavlink.AppendFrame(nil, byte(i), 1, 1, 30, p)
+}
+
+// broadcasts records what the drone end hands the application layer.
+type broadcasts struct {
+	mu    sync.Mutex
+	sends [][]byte
+	ch    chan struct{}
+}
+
+func (b *broadcasts) fn(frames []byte) (int, error) {
+	b.mu.Lock()
+	b.sends = append(b.sends, append([]byte(nil), frames...))
+	b.mu.Unlock()
+	b.ch <- struct{}{}
+	return 1, nil
+}
+
+// Autopilot frames wait up to the aggregation time to share a datagram; with aggregation
+// off, each autopilot datagram goes at once. Malformed bytes are dropped and counted.
+func TestDroneAggregation(t *testing.T) {
+	for _, c := range []struct {
+		agg   time.Duration
+		sends int
+	}{{0, 3}, {time.Hour, 1}} {
+		conn := listen(t)
+		b := &broadcasts{ch: make(chan struct{}, 8)}
+		hooks := &Counters{}
+		d, err := NewDrone(DroneConfig{Conn: conn, Aggregation: c.agg, Broadcast: b.fn, Hooks: hooks})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- d.Run(ctx) }()
+		ap := listen(t)
+		to := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+		var all []byte
+		for i := range 3 {
+			f := attitude(i)
+			all = append(all, f...)
+			ap.WriteToUDPAddrPort(append(f, 0xFD, 0x01), to) // a frame and a damaged tail
+		}
+		if c.agg == 0 {
+			for range 3 {
+				<-b.ch
+			}
+		} else {
+			// With an hour's timer the pack goes when it is full; three frames never fill it:
+			// close the socket through ctx and check nothing went out.
+			deadline := time.Now().Add(5 * time.Second)
+			for hooks.Drop(Down, DropMalformed) < 3 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			b.mu.Lock()
+			n := len(b.sends)
+			b.mu.Unlock()
+			if n != 0 {
+				t.Fatalf("aggregation %v: %d sends before the timer", c.agg, n)
+			}
+			d.flush(&pack{buf: append([]byte(nil), all...), arrivals: make([]time.Time, 3), first: time.Now()}, time.Now())
+			<-b.ch
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		b.mu.Lock()
+		if len(b.sends) != c.sends {
+			t.Fatalf("aggregation %v: %d sends, want %d", c.agg, len(b.sends), c.sends)
+		}
+		var got []byte
+		for _, s := range b.sends {
+			got = append(got, s...)
+		}
+		b.mu.Unlock()
+		if string(got) != string(all) {
+			t.Fatalf("aggregation %v: frames changed", c.agg)
+		}
+		if n := hooks.Drop(Down, DropMalformed); n != 3 {
+			t.Fatalf("%d malformed drops, want 3", n)
+		}
+	}
+}
+
+// An operator's frames reach the autopilot by role, and only once an autopilot is known.
+func TestDroneFromOperator(t *testing.T) {
+	conn := listen(t)
+	hooks := &Counters{}
+	ap := listen(t)
+	d, err := NewDrone(DroneConfig{Conn: conn, Autopilot: ap.LocalAddr().(*net.UDPAddr).AddrPort(),
+		Broadcast: func([]byte) (int, error) { return 0, nil }, Hooks: hooks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	arm := make([]byte, 33)
+	arm[28], arm[29] = 400&0xff, 400>>8
+	armFrame := mavlink.AppendFrame(nil, 1, 255, 190, 76, arm)
+	list := mavlink.AppendFrame(nil, 2, 255, 190, 21, []byte{1, 1})
+	both := append(append([]byte(nil), armFrame...), list...)
+
+	d.FromOperator(app.FrameSender{User: "olga", Role: app.RoleObserver}, both)
+	buf := make([]byte, 2048)
+	ap.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _, err := ap.ReadFromUDPAddrPort(buf)
+	if err != nil || string(buf[:n]) != string(list) {
+		t.Fatalf("observer: autopilot got %x (%v), want only the parameter request", buf[:n], err)
+	}
+	if hooks.Drop(Up, DropRole) != 1 {
+		t.Fatalf("role drops %d", hooks.Drop(Up, DropRole))
+	}
+	d.FromOperator(app.FrameSender{User: "alice", Role: app.RolePilot}, both)
+	n, _, err = ap.ReadFromUDPAddrPort(buf)
+	if err != nil || string(buf[:n]) != string(both) {
+		t.Fatalf("pilot: autopilot got %x (%v), want both frames in one datagram", buf[:n], err)
+	}
+
+	// Server mode before the autopilot spoke: nothing to send to.
+	d2, _ := NewDrone(DroneConfig{Conn: listen(t), Broadcast: func([]byte) (int, error) { return 0, nil }, Hooks: hooks})
+	d2.FromOperator(app.FrameSender{User: "alice", Role: app.RolePilot}, both)
+	if hooks.Drop(Up, DropNoPeer) != 2 {
+		t.Fatalf("no-peer drops %d, want 2", hooks.Drop(Up, DropNoPeer))
+	}
+}
