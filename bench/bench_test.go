@@ -118,3 +118,23 @@ func BenchmarkContenders(b *testing.B) {
 		})
 	}
 }
+
+// The MAVLink mode prints a line for direct UDP, each aggregation timer and the flood, and
+// every streamed frame arrives on loopback; only the format and the counts are checked.
+func TestMAVLinkLines(t *testing.T) {
+	out := runHarness(t, "--contenders", "", "--handshakes", "0", "--sessions", "0", "--mavlink", "0,20ms",
+		"--mavlink-duration", "300ms")
+	line := regexp.MustCompile(`(?m)^mavlink (direct-udp|tunnel) agg=(\S+) frames/datagram=(\d+\.\d\d) overhead/frame=(\d+\.\d)B down: p50=\S+ p99=\S+ lost=(\d+) up: p50=\S+ p99=\S+ lost=(\d+)$`)
+	matches := line.FindAllStringSubmatch(out, -1)
+	if len(matches) != 3 {
+		t.Fatalf("want 3 MAVLink lines, got %d", len(matches))
+	}
+	for _, m := range matches {
+		if m[1] == "tunnel" && m[2] == "0s" && m[4] != "28.0" {
+			t.Errorf("overhead per frame without aggregation %sB, want 28 (23 link + 1 type + 4 session time)", m[4])
+		}
+	}
+	if !regexp.MustCompile(`(?m)^mavlink tunnel-flood agg=20ms frames=\d+ frames/datagram=\d+\.\d\d frames/cpu-s=\d+ `).MatchString(out) {
+		t.Error("no flood line")
+	}
+}

@@ -47,6 +47,8 @@ type options struct {
 	rsaBits     []int
 	sessions    int
 	cpuprofile  string
+	mavlinkAggs []time.Duration
+	mavlinkFor  time.Duration
 }
 
 // defaultContenders run when --contenders is not given; --batch adds the batched variants.
@@ -71,6 +73,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	bits := fs.String("rsa-bits", "3072,2048", "drone and operator RSA key sizes for the handshake rate")
 	fs.IntVar(&o.sessions, "sessions", 10000, "idle sessions for the memory figure (0: skip)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	mavAggs := fs.String("mavlink", "", "MAVLink mode: comma-separated aggregation timers, e.g. 0,20ms,50ms (off if empty)")
+	fs.DurationVar(&o.mavlinkFor, "mavlink-duration", 5*time.Second, "how long each MAVLink run streams")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -147,6 +151,22 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if o.sessions < 0 {
 		return nil, errors.New("--sessions must not be negative")
 	}
+	if *mavAggs != "" {
+		for f := range strings.SplitSeq(*mavAggs, ",") {
+			f = strings.TrimSpace(f)
+			if f == "0" {
+				f = "0s"
+			}
+			a, err := time.ParseDuration(f)
+			if err != nil || a < 0 || a > time.Second {
+				return nil, fmt.Errorf("--mavlink: %q is not an aggregation time of 0 to 1s", f)
+			}
+			o.mavlinkAggs = append(o.mavlinkAggs, a)
+		}
+	}
+	if o.mavlinkFor <= 0 {
+		return nil, errors.New("--mavlink-duration must be positive")
+	}
 	return o, nil
 }
 
@@ -219,6 +239,30 @@ func runSections(ctx context.Context, o *options, w io.Writer) error {
 			}
 			fmt.Fprintln(w, r.line())
 		}
+	}
+	if len(o.mavlinkAggs) > 0 {
+		fmt.Fprintf(w, "\n# MAVLink: a simulated autopilot streams ATTITUDE 50 Hz, GLOBAL_POSITION_INT 10 Hz, SYS_STATUS 2 Hz\n"+
+			"# and HEARTBEAT 1 Hz to a ground station, which sends COMMAND_LONG 1 Hz back, for %v: through the tunnel\n"+
+			"# (link.Server + tunnel.Drone, link.Client + tunnel.GCS) at each aggregation timer, and directly over UDP.\n"+
+			"# overhead/frame = link bytes per frame beyond the frame itself (downlink); latency = sender to receiver\n",
+			o.mavlinkFor)
+		r, err := runMAVLink(ctx, e, 0, o.mavlinkFor, true, false)
+		if err != nil {
+			return fmt.Errorf("mavlink direct: %w", err)
+		}
+		fmt.Fprintln(w, r.line())
+		for _, agg := range o.mavlinkAggs {
+			r, err := runMAVLink(ctx, e, agg, o.mavlinkFor, false, false)
+			if err != nil {
+				return fmt.Errorf("mavlink agg %v: %w", agg, err)
+			}
+			fmt.Fprintln(w, r.line())
+		}
+		r, err = runMAVLink(ctx, e, o.mavlinkAggs[len(o.mavlinkAggs)-1], o.mavlinkFor, false, true)
+		if err != nil {
+			return fmt.Errorf("mavlink flood: %w", err)
+		}
+		fmt.Fprintln(w, r.line())
 	}
 	var prebuilt *handshakeSet
 	if o.handshakes > 0 {
