@@ -1,7 +1,8 @@
 // Command demo shows dronelink end to end on loopback with throwaway identities: it makes
 // keys, a PSK and two users (a pilot and an observer), starts dronelinkd, puts a lossy
 // radio link (30% loss, reordering, duplication) between the operators and the drone, sends
-// commands, streams telemetry, and prints what each side sees. `make demo` runs it.
+// commands, streams telemetry, tunnels MAVLink between a (simulated) autopilot and two
+// ground stations through dronelink gcs, and prints what each side sees. `make demo` runs it.
 package main
 
 import (
@@ -101,10 +102,16 @@ func run(bin string, loss float64) error {
 	if err != nil {
 		return err
 	}
+	mavPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	mavAddr := fmt.Sprintf("127.0.0.1:%d", mavPort)
 	droneAddr := fmt.Sprintf("127.0.0.1:%d", port)
 	var wg sync.WaitGroup
 	daemon := exec.Command(dld, "--listen", droneAddr, "--key", path("drone.key"), "--psk", path("fleet.psk"),
-		"--users", path("users.db"), "--telemetry-in", fmt.Sprintf("127.0.0.1:%d", telemetryPort))
+		"--users", path("users.db"), "--telemetry-in", fmt.Sprintf("127.0.0.1:%d", telemetryPort),
+		"--mavlink-listen", mavAddr)
 	stdout, _ := daemon.StdoutPipe()
 	stderr, _ := daemon.StderrPipe()
 	if err := daemon.Start(); err != nil {
@@ -172,6 +179,9 @@ func run(bin string, loss float64) error {
 	}
 	lwg.Wait()
 	close(stopTelemetry)
+	if err := mavlinkDemo(ctx, dl, mavAddr, common); err != nil {
+		return fmt.Errorf("MAVLink: %w", err)
+	}
 	st := radio.Stats()
 	say("radio", "forwarded %d, dropped %d, duplicated %d, reordered %d datagrams", st.Forwarded, st.Dropped, st.Duplicated, st.Reordered)
 	daemon.Process.Signal(syscall.SIGTERM)
@@ -179,7 +189,7 @@ func run(bin string, loss float64) error {
 		return fmt.Errorf("dronelinkd: %w", err)
 	}
 	wg.Wait()
-	say("demo", "every command executed once and acknowledged over a lossy link; done")
+	say("demo", "every command executed once and acknowledged over a lossy link, MAVLink tunnelled by role; done")
 	return nil
 }
 
