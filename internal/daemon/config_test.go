@@ -48,7 +48,7 @@ reload-interval = "2s"
 	}
 	want := Config{Transport: "native", Listen: "127.0.0.1:7000", KeyPath: "/etc/dronelink/drone.key", PSKPath: "/etc/dronelink/fleet.psk",
 		UsersPath: "/var/lib/dronelink/users", TelemetryIn: "127.0.0.1:14550", LogFormat: "json", LogLevel: "info",
-		ReplayWindow: 4096, ReloadInterval: 2 * time.Second}
+		ReplayWindow: 4096, ReloadInterval: 2 * time.Second, MavlinkAgg: 20 * time.Millisecond, MavlinkMaxAge: time.Second}
 	if *c != want {
 		t.Fatalf("got  %+v\nwant %+v", *c, want)
 	}
@@ -77,6 +77,11 @@ func TestConfigErrors(t *testing.T) {
 		{"huge window", append(base, "--replay-window", "100000"), "", "--replay-window"},
 		{"bad transport", append(base, "--transport", "quic"), "", `--transport "quic": want native or dtls`},
 		{"dtls still needs the PSK", []string{"--transport", "dtls", "--users", "u"}, "", "missing --psk"},
+		{"both MAVLink modes", append(base, "--mavlink-listen", "127.0.0.1:14560", "--mavlink-to", "127.0.0.1:14555"), "", "give one of them"},
+		{"bad MAVLink address", append(base, "--mavlink-to", "14555"), "", "--mavlink-to"},
+		{"negative aggregation", append(base, "--mavlink-agg", "-1ms"), "", "--mavlink-agg"},
+		{"aggregation too long", base, `mavlink-agg = "2s"`, "--mavlink-agg"},
+		{"zero frame age", append(base, "--mavlink-max-age", "0s"), "", "--mavlink-max-age"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -91,6 +96,21 @@ func TestConfigErrors(t *testing.T) {
 				t.Errorf("error is not one line: %q", err)
 			}
 		})
+	}
+}
+
+// The MAVLink tunnel's settings come from the config file like every flag.
+func TestConfigMAVLink(t *testing.T) {
+	c, err := parse(t, []string{"--key", "k", "--psk", "p", "--users", "u"},
+		"mavlink-listen = \"127.0.0.1:14560\"\nmavlink-agg = \"50ms\"\nmavlink-max-age = \"500ms\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if !c.tunnelOn() || c.MavlinkListen != "127.0.0.1:14560" || c.MavlinkAgg != 50*time.Millisecond || c.MavlinkMaxAge != 500*time.Millisecond {
+		t.Fatalf("config %+v", c)
 	}
 }
 

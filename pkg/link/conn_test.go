@@ -245,6 +245,11 @@ func TestUDPConnBatchConcurrentWriters(t *testing.T) {
 // TestUDPConnBatchAllocatesNothing: the batched path costs no allocation per call, so the
 // endpoints' receive and broadcast paths stay allocation-free.
 func TestUDPConnBatchAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		// Under the race detector a blocking read may allocate in the runtime now and then
+		// (seen once in CI, 1 allocation per 50 runs); make test runs this test without it.
+		t.Skip("allocation counts are checked without the race detector")
+	}
 	rx := listenOrSkip(t, "127.0.0.1:0")
 	tx := listenOrSkip(t, "127.0.0.1:0")
 	out := make([]Datagram, BatchSize)
