@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dronelink/dronelink/pkg/app"
 )
 
 // captureConn is a PacketConn that keeps a copy of the last datagram written and counts
@@ -201,5 +203,27 @@ func BenchmarkBroadcast(b *testing.B) {
 		if n, _ := s.Broadcast(payload); n != 1 {
 			b.Fatalf("sent to %d", n)
 		}
+	}
+}
+
+// Frames never travel on a session that is not logged in: a holder of bob's key and the
+// PSK, without his password, has a confirmed session, but its frames reach no handler
+// (counted as unexpected) and the drone sends it none.
+func TestNoFramesWithoutLogin(t *testing.T) {
+	var got atomic.Int64
+	f := newFakeRig(t, func(c *ServerConfig) { c.OnFrames = func(app.FrameSender, []byte) { got.Add(1) } })
+	o := rawHandshake(t, f, bobAddr, InitiatorConfig{PSK: testPSK, OperatorKey: testOp2, DronePublic: &testDrone.PublicKey}, 0)
+	o.send(t, AppendCommand(nil, 1, []byte("confirm")))
+	if ack := o.readUntilAck(t, 1); AckStatus(ack.Status) != AckNotLoggedIn {
+		t.Fatalf("command without a login: ack %v", AckStatus(ack.Status))
+	}
+	unexpected := f.hooks.Drop(DropUnexpected)
+	o.send(t, app.AppendFrames(nil, []byte{0xfd, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0}))
+	waitFor(t, "the frames to be dropped", func() bool { return f.hooks.Drop(DropUnexpected) > unexpected })
+	if got.Load() != 0 {
+		t.Fatal("frames from a session that is not logged in reached the handler")
+	}
+	if n, err := f.server.BroadcastFrames([]byte{0xfd, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0}); n != 0 || err != nil {
+		t.Fatalf("BroadcastFrames went to %d sessions (%v): the only one is not logged in", n, err)
 	}
 }
