@@ -153,18 +153,23 @@ func (d *drone) stop() error {
 	return <-d.done
 }
 
-// dialPilot logs the pilot in with operator key i through address to (the drone or a proxy).
-func dialPilot(ctx context.Context, ids *identities, i int, to netip.AddrPort, hooks link.Hooks, onTelemetry func([]byte)) (*link.Client, error) {
+// dialPilot logs the pilot in with operator key i through address to (the drone or a
+// proxy); tune, if not nil, adjusts the client config first (telemetry or frames handlers).
+func dialPilot(ctx context.Context, ids *identities, i int, to netip.AddrPort, hooks link.Hooks, tune func(*link.ClientConfig)) (*link.Client, error) {
 	conn, err := link.ListenUDP("127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	c, err := link.Dial(ctx, link.ClientConfig{
+	cfg := link.ClientConfig{
 		Conn: conn, Drone: to, PSK: ids.psk, OperatorKey: ids.operators[i], DronePublic: &ids.drone.PublicKey,
-		User: pilotName, Password: []byte(pilotPassword), Hooks: hooks, OnTelemetry: onTelemetry,
-	})
+		User: pilotName, Password: []byte(pilotPassword), Hooks: hooks,
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	c, err := link.Dial(ctx, cfg)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -211,7 +216,9 @@ func runDronelink(ctx context.Context, e *env, size int, d time.Duration, withMe
 	}
 	defer dr.stop()
 	var received atomic.Uint64
-	pilot, err := dialPilot(ctx, ids, 0, dr.server.LocalAddr(), pilotHooks, func([]byte) { received.Add(1) })
+	pilot, err := dialPilot(ctx, ids, 0, dr.server.LocalAddr(), pilotHooks, func(c *link.ClientConfig) {
+		c.OnTelemetry = func([]byte) { received.Add(1) }
+	})
 	if err != nil {
 		return result{}, err
 	}

@@ -187,7 +187,7 @@ func runMAVLink(ctx context.Context, e *env, agg time.Duration, d time.Duration,
 			return r, err
 		}
 		go g.Run(runCtx)
-		c, err := dialPilotFrames(ctx, ids, dr.server.LocalAddr(), g.FromDrone)
+		c, err := dialPilot(ctx, ids, 0, dr.server.LocalAddr(), nil, func(c *link.ClientConfig) { c.OnFrames = g.FromDrone })
 		if err != nil {
 			return r, err
 		}
@@ -266,23 +266,4 @@ func runMAVLink(ctx context.Context, e *env, agg time.Duration, d time.Duration,
 		r.datagramsDown = int64(tun.Datagrams[tunnel.Down].Load())
 	}
 	return r, nil
-}
-
-// dialPilotFrames logs the bench pilot in with frames delivered to onFrames.
-func dialPilotFrames(ctx context.Context, ids *identities, to netip.AddrPort, onFrames func([]byte)) (*link.Client, error) {
-	conn, err := link.ListenUDP("127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	c, err := link.Dial(ctx, link.ClientConfig{
-		Conn: conn, Drone: to, PSK: ids.psk, OperatorKey: ids.operators[0], DronePublic: &ids.drone.PublicKey,
-		User: pilotName, Password: []byte(pilotPassword), OnFrames: onFrames,
-	})
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return c, nil
 }

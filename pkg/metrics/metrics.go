@@ -189,13 +189,8 @@ func New(reg prometheus.Registerer, opts Options) (*Link, error) {
 
 	collectors := []prometheus.Collector{receivedVec, receivedBytesVec, sentVec, sentBytesVec, droppedVec,
 		handshakesVec, loginsVec, commandsVec, roundTrip, sessions, rekeys, transitionsVec, workVec}
-	for i, c := range collectors {
-		if err := reg.Register(c); err != nil {
-			for _, done := range collectors[:i] {
-				reg.Unregister(done)
-			}
-			return nil, fmt.Errorf("metrics: register: %w", err)
-		}
+	if err := registerAll(reg, collectors); err != nil {
+		return nil, err
 	}
 
 	l := &Link{
@@ -306,4 +301,18 @@ func (l *Link) LinkState(up bool) {
 	} else {
 		l.linkDown.Inc()
 	}
+}
+
+// registerAll registers every collector on reg, or none: on an error it unregisters those
+// it registered.
+func registerAll(reg prometheus.Registerer, collectors []prometheus.Collector) error {
+	for i, c := range collectors {
+		if err := reg.Register(c); err != nil {
+			for _, done := range collectors[:i] {
+				reg.Unregister(done)
+			}
+			return fmt.Errorf("metrics: register: %w", err)
+		}
+	}
+	return nil
 }

@@ -67,13 +67,8 @@ func NewTunnel(reg prometheus.Registerer, role string) (*Tunnel, error) {
 		ConstLabels: constLabels, Help: "Time a MAVLink frame waited in the tunnel before it went on (aggregation), by direction.",
 		Buckets: append([]float64(nil), TunnelDelayBuckets...)}, []string{"direction"})
 	collectors := []prometheus.Collector{frames, bytes, dropped, perDgram, delay}
-	for i, c := range collectors {
-		if err := reg.Register(c); err != nil {
-			for _, done := range collectors[:i] {
-				reg.Unregister(done)
-			}
-			return nil, fmt.Errorf("metrics: register: %w", err)
-		}
+	if err := registerAll(reg, collectors); err != nil {
+		return nil, err
 	}
 	t := &Tunnel{}
 	for d := range tunnel.NumDirections {
