@@ -158,7 +158,7 @@ func runMAVLink(ctx context.Context, e *env, agg time.Duration, d time.Duration,
 		}
 		var srv *link.Server
 		dt, err := tunnel.NewDrone(tunnel.DroneConfig{Conn: tunnelConn, Aggregation: agg, Hooks: tun,
-			Broadcast: func(f []byte) (int, error) { return srv.BroadcastFrames(f) }})
+			Broadcast: func(f []byte, at time.Time) (int, error) { return srv.BroadcastFrames(f, at) }})
 		if err != nil {
 			return r, err
 		}

@@ -125,7 +125,7 @@ func (c *Config) tunnelOn() bool { return c.MavlinkListen != "" || c.MavlinkTo !
 type linkServer interface {
 	Run(ctx context.Context) error
 	Broadcast(payload []byte) (int, error)
-	BroadcastFrames(frames []byte) (int, error)
+	BroadcastFrames(frames []byte, arrived time.Time) (int, error)
 	Revoke(revoked func(link.SessionInfo) bool) int
 	LocalAddr() netip.AddrPort
 }
@@ -315,7 +315,7 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 // --mavlink-listen, or on an ephemeral port towards --mavlink-to.
 func (d *daemon) openTunnel() (*net.UDPConn, *tunnel.Drone, error) {
 	cfg := tunnel.DroneConfig{Aggregation: d.cfg.MavlinkAgg, Logger: d.log.With("component", "mavlink"),
-		Broadcast: func(frames []byte) (int, error) { return d.server.BroadcastFrames(frames) }}
+		Broadcast: func(frames []byte, arrived time.Time) (int, error) { return d.server.BroadcastFrames(frames, arrived) }}
 	var err error
 	if d.cfg.MavlinkTo != "" {
 		to, rerr := net.ResolveUDPAddr("udp", d.cfg.MavlinkTo)
@@ -335,6 +335,10 @@ func (d *daemon) openTunnel() (*net.UDPConn, *tunnel.Drone, error) {
 		}
 	} else if cfg.Conn, err = listenUDP(d.cfg.MavlinkListen); err != nil {
 		return nil, nil, fmt.Errorf("cannot listen for MAVLink on %s: %w", d.cfg.MavlinkListen, unwrapSyscall(err))
+	}
+	if a := cfg.Conn.LocalAddr().(*net.UDPAddr); !a.IP.IsLoopback() {
+		d.log.Warn("the MAVLink socket is reachable beyond this computer: whoever can send to it can pose as the autopilot",
+			"mavlink", a.String())
 	}
 	tun, err := tunnel.NewDrone(cfg)
 	if err != nil {

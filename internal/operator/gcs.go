@@ -71,6 +71,9 @@ Standard error says when the link is up, lost and back.
 		if err != nil {
 			return err
 		}
+		if local := conn.LocalAddr().(*net.UDPAddr); !local.IP.IsLoopback() {
+			fmt.Fprintf(a.stderr, "dronelink gcs: warning: the ground station socket %s is reachable beyond this computer: whoever can send to it flies with your role\n", local)
+		}
 		setup, err := a.prepare(&f)
 		if err != nil {
 			conn.Close()

@@ -25,21 +25,27 @@ func New(logger *slog.Logger, interval time.Duration) *Limiter {
 }
 
 // Warn logs msg with args at Warn level unless msg was logged less than interval ago.
-func (w *Limiter) Warn(msg string, args ...any) { w.log(slog.LevelWarn, msg, args) }
+func (w *Limiter) Warn(msg string, args ...any) { w.log(slog.LevelWarn, msg, msg, args) }
 
 // Info is Warn at Info level, for events an attacker can trigger at will (roaming).
-func (w *Limiter) Info(msg string, args ...any) { w.log(slog.LevelInfo, msg, args) }
+func (w *Limiter) Info(msg string, args ...any) { w.log(slog.LevelInfo, msg, msg, args) }
 
-func (w *Limiter) log(level slog.Level, msg string, args []any) {
+// WarnFor is Warn limited per message and who: one authenticated party's refusals do not
+// hide another's. who must come from a bounded set (user names), not from the network.
+func (w *Limiter) WarnFor(who, msg string, args ...any) {
+	w.log(slog.LevelWarn, msg+"\x00"+who, msg, args)
+}
+
+func (w *Limiter) log(level slog.Level, key, msg string, args []any) {
 	now := time.Now()
 	w.mu.Lock()
-	if now.Sub(w.last[msg]) < w.interval {
-		w.dropped[msg]++
+	if now.Sub(w.last[key]) < w.interval {
+		w.dropped[key]++
 		w.mu.Unlock()
 		return
 	}
-	suppressed := w.dropped[msg]
-	w.last[msg], w.dropped[msg] = now, 0
+	suppressed := w.dropped[key]
+	w.last[key], w.dropped[key] = now, 0
 	w.mu.Unlock()
 	if suppressed > 0 {
 		args = append(args, "suppressed", suppressed)

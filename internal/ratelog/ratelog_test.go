@@ -79,3 +79,17 @@ func TestLimiterRateLimits(t *testing.T) {
 		t.Errorf("suppressed = %d, want 99", suppressed)
 	}
 }
+
+// WarnFor limits per message and party: one user's refusals do not hide another's.
+func TestWarnForKeepsPartiesApart(t *testing.T) {
+	h := &recordHandler{}
+	w := New(slog.New(h), time.Hour)
+	for range 5 {
+		w.WarnFor("olga", "frame refused", "user", "olga")
+		w.WarnFor("eve", "frame refused", "user", "eve")
+	}
+	w.Warn("frame refused")
+	if h.count("frame refused") != 3 {
+		t.Fatalf("%d lines, want one for olga, one for eve and one unkeyed", h.count("frame refused"))
+	}
+}

@@ -190,7 +190,13 @@ type pendingCommand struct {
 	next     time.Time
 	attempts int
 	done     chan Ack
+	abort    chan error // the command cannot be acknowledged any more
 }
+
+// ErrOutcomeUnknown: the drone shut down (restarted) while a command awaited its
+// acknowledgement. The command may or may not have run; it is not retransmitted to the
+// restarted drone, which would not know it had (its de-duplication memory is gone).
+var ErrOutcomeUnknown = errors.New("the drone shut down before acknowledging: the command may or may not have been executed")
 
 // Client is an operator's application layer: it logs in on each session the channel
 // agrees, sends commands until acknowledged, hands telemetry over, notices a lost link and
@@ -340,6 +346,10 @@ func (u ClientUpcalls) Receive(plain []byte, now time.Time, sessionTime time.Dur
 	case MsgClose:
 		c.mu.Lock()
 		if m.Reason == CloseShutdown && c.cfg.SurviveShutdown && !c.closed {
+			for id, p := range c.pending {
+				p.abort <- ErrOutcomeUnknown
+				delete(c.pending, id)
+			}
 			c.loggedIn = false
 			c.setLinkLocked(false)
 			c.cfg.Channel.Reconnect()
@@ -434,7 +444,8 @@ func (c *Client) Command(ctx context.Context, payload []byte) (Ack, error) {
 	ctx, cancel := context.WithTimeout(ctx, MaxCommandLifetime)
 	defer cancel()
 	now := c.cfg.Now()
-	p := &pendingCommand{id: c.randomID(), payload: append([]byte(nil), payload...), first: now, done: make(chan Ack, 1)}
+	p := &pendingCommand{id: c.randomID(), payload: append([]byte(nil), payload...), first: now, done: make(chan Ack, 1),
+		abort: make(chan error, 1)}
 	c.mu.Lock()
 	if c.fatal != nil || c.closed {
 		err := c.fatal
@@ -455,6 +466,8 @@ func (c *Client) Command(ctx context.Context, payload []byte) (Ack, error) {
 	select {
 	case ack := <-p.done:
 		return ack, nil
+	case err := <-p.abort:
+		return Ack{}, err
 	case <-c.fatalCh:
 		return Ack{}, c.Err()
 	case <-ctx.Done():

@@ -196,7 +196,7 @@ func (e *executor) times(payload string) int {
 // server is what the suite needs of a drone endpoint of either transport.
 type server interface {
 	Broadcast(payload []byte) (int, error)
-	BroadcastFrames(frames []byte) (int, error)
+	BroadcastFrames(frames []byte, arrived time.Time) (int, error)
 	Sessions() []app.SessionInfo
 	Revoke(func(app.SessionInfo) bool) int
 }
@@ -628,7 +628,7 @@ func TestConformanceFrames(t *testing.T) {
 			if got := <-up; got != "alice/pilot: up "+what {
 				t.Fatalf("drone got %q", got)
 			}
-			if n, err := r.srv.BroadcastFrames([]byte("down " + what)); n != 1 || err != nil {
+			if n, err := r.srv.BroadcastFrames([]byte("down "+what), time.Time{}); n != 1 || err != nil {
 				t.Fatalf("BroadcastFrames: %d %v", n, err)
 			}
 			if got := <-down; got != "down "+what {
@@ -640,7 +640,7 @@ func TestConformanceFrames(t *testing.T) {
 		if err := alice.SendFrames([]byte("up held")); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.srv.BroadcastFrames([]byte("down held")); err != nil {
+		if _, err := r.srv.BroadcastFrames([]byte("down held"), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, "both ends to drop the held frames as late", func() bool {
@@ -656,4 +656,51 @@ func TestConformanceFrames(t *testing.T) {
 		default:
 		}
 	})
+}
+
+// A long-running operator that survives the drone's shutdown (a restart) does not carry a
+// command awaiting its acknowledgement over to the restarted drone, whose de-duplication
+// memory is gone: the command ends with ErrOutcomeUnknown.
+func TestSurviveShutdownAbortsPendingCommands(t *testing.T) {
+	keys(t)
+	u := newUsers()
+	gate, started := make(chan struct{}), make(chan struct{}, 1)
+	handler := func(context.Context, app.Command) (app.AckStatus, []byte) {
+		started <- struct{}{}
+		<-gate
+		return app.AckOK, nil
+	}
+	udp := listenLoopback(t)
+	s, err := link.NewServer(link.ServerConfig{Conn: link.NewUDPConn(udp), PSK: fleetPSK, DroneKey: link.NewDroneKey(droneKey),
+		Auth: u, Handler: handler})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	conn := listenLoopback(t)
+	dctx, dcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer dcancel()
+	c, err := link.Dial(dctx, link.ClientConfig{Conn: link.NewUDPConn(conn), Drone: s.LocalAddr(), PSK: fleetPSK,
+		OperatorKey: userKeys["alice"], DronePublic: &droneKey.PublicKey, User: "alice", Password: []byte("alice secret"),
+		SurviveShutdown: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	result := make(chan error, 1)
+	go func() { _, err := c.Command(context.Background(), []byte("arm")); result <- err }()
+	<-started
+	cancel() // the drone shuts down while the command runs and before it is acknowledged
+	if err := <-result; !errors.Is(err, app.ErrOutcomeUnknown) {
+		t.Fatalf("pending command: %v, want ErrOutcomeUnknown", err)
+	}
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if c.Err() != nil {
+		t.Fatalf("the client stopped on the shutdown: %v", c.Err())
+	}
 }

@@ -315,6 +315,15 @@ func StampFrames(msg []byte, sinceEpoch time.Duration) {
 	}
 }
 
+// SinceEpoch is how long ago epoch was at now, for session times: the larger of the
+// monotonic and the wall-clock difference. The monotonic clock stops while the machine
+// sleeps; frames held back across a suspend must still count as old, so the larger
+// (never the smaller) of the two is the age's base. A wall clock stepped forward can only
+// make frames count as older (dropped until the next session), never younger.
+func SinceEpoch(now, epoch time.Time) time.Duration {
+	return max(now.Sub(epoch), now.Round(0).Sub(epoch.Round(0)))
+}
+
 // sessionMillis is a session time in whole milliseconds, 0 before the epoch and saturating
 // far beyond any session's life.
 func sessionMillis(d time.Duration) uint32 {

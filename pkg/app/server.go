@@ -621,7 +621,7 @@ func (s *Server) handleFrames(sess *Session, m *Message, now time.Time) {
 		s.warn.Warn("frames on a session that is not logged in", "session", sess.index, "from", sess.peer.Addr())
 		return
 	}
-	if age := now.Sub(sess.created) - time.Duration(m.Stamp)*time.Millisecond; age > s.cfg.MaxFrameAge {
+	if age := SinceEpoch(now, sess.created) - time.Duration(m.Stamp)*time.Millisecond; age > s.cfg.MaxFrameAge {
 		s.cfg.Hooks.Dropped(DropLate)
 		s.warn.Warn("late frames dropped", "user", user, "session", sess.index, "age", age.Round(time.Millisecond))
 		return
@@ -631,9 +631,11 @@ func (s *Server) handleFrames(sess *Session, m *Message, now time.Time) {
 }
 
 // BroadcastFrames sends tunnelled frames (whole frames, at most MaxFramesPayload bytes)
-// to every logged-in operator's current session, each stamped with that session's time,
-// and returns how many sessions they went to. Safe for concurrent use.
-func (s *Server) BroadcastFrames(frames []byte) (int, error) {
+// to every logged-in operator's current session and returns how many sessions they went
+// to. arrived is when the oldest of them reached the drone (zero: now): each message is
+// stamped with that session's time at arrival, so time spent waiting on the drone (the
+// tunnel's aggregation) counts in the age the operator judges. Safe for concurrent use.
+func (s *Server) BroadcastFrames(frames []byte, arrived time.Time) (int, error) {
 	if len(frames) == 0 || len(frames) > MaxFramesPayload {
 		return 0, ErrTooLarge
 	}
@@ -643,10 +645,12 @@ func (s *Server) BroadcastFrames(frames []byte) (int, error) {
 	tp := s.targetPool.Get().(*[]*Session)
 	defer s.targetPool.Put(tp)
 	targets := s.targets((*tp)[:0])
-	now := s.cfg.Now()
+	if arrived.IsZero() {
+		arrived = s.cfg.Now()
+	}
 	sent := 0
 	for i, sess := range targets {
-		StampFrames(msg, now.Sub(sess.created))
+		StampFrames(msg, arrived.Sub(sess.created))
 		if s.send(sess, msg, KindFrames) {
 			sent++
 		}

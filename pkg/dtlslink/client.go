@@ -231,7 +231,7 @@ func (c *Client) readLoop(conn *dtls.Conn, recvEpoch time.Time) {
 			continue
 		}
 		now := time.Now()
-		c.up.Receive(buf[:n], now, now.Sub(recvEpoch))
+		c.up.Receive(buf[:n], now, app.SinceEpoch(now, recvEpoch))
 	}
 }
 

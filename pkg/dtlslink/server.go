@@ -462,7 +462,9 @@ func (sess *session) establish(now time.Time) bool {
 		}
 		return false
 	}
-	sess.app = s.up.NewSession(sess, app.Identity{Name: sess.identity, Source: limitSource(sess.source)}, sess.index, now, nil)
+	// The session's epoch is the first ClientHello's arrival: after the operator began
+	// the handshake, before it can have finished it and started stamping (app.ClientChannel).
+	sess.app = s.up.NewSession(sess, app.Identity{Name: sess.identity, Source: limitSource(sess.source)}, sess.index, sess.created, nil)
 	sess.app.SetReady(true)
 	sess.done = true
 	s.established++

@@ -395,7 +395,7 @@ func (c *Client) handleData(pkt []byte, now time.Time) {
 		c.cfg.Hooks.Dropped(dropReasonFor(err))
 		return
 	}
-	c.up.Receive(plain, now, now.Sub(s.recvEpoch))
+	c.up.Receive(plain, now, app.SinceEpoch(now, s.recvEpoch))
 }
 
 // timerLoop retransmits initiations and rekeys.

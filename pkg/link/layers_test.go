@@ -223,7 +223,7 @@ func TestNoFramesWithoutLogin(t *testing.T) {
 	if got.Load() != 0 {
 		t.Fatal("frames from a session that is not logged in reached the handler")
 	}
-	if n, err := f.server.BroadcastFrames([]byte{0xfd, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0}); n != 0 || err != nil {
+	if n, err := f.server.BroadcastFrames([]byte{0xfd, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0}, time.Time{}); n != 0 || err != nil {
 		t.Fatalf("BroadcastFrames went to %d sessions (%v): the only one is not logged in", n, err)
 	}
 }

@@ -13,10 +13,19 @@ import (
 	"github.com/dronelink/dronelink/internal/ratelog"
 	"github.com/dronelink/dronelink/pkg/app"
 	"github.com/dronelink/dronelink/pkg/mavlink"
+	"github.com/dronelink/dronelink/pkg/ratelimit"
 )
 
 // DefaultAggregation is the longest the drone holds an autopilot frame to pack more with it.
 const DefaultAggregation = 20 * time.Millisecond
+
+// ObserverFrameRate and ObserverFrameBurst bound the frames an observer may send towards
+// the autopilot (per user): read requests make the autopilot answer at length, on the
+// downlink every operator shares.
+const (
+	ObserverFrameRate  = 20
+	ObserverFrameBurst = 40
+)
 
 // DroneConfig configures the drone's end of the tunnel.
 type DroneConfig struct {
@@ -29,8 +38,9 @@ type DroneConfig struct {
 	// Aggregation: frames from the autopilot wait at most this long to share a datagram
 	// with later ones; zero sends each autopilot datagram's frames at once.
 	Aggregation time.Duration
-	// Broadcast sends packed frames to every logged-in operator (app.Server.BroadcastFrames); required.
-	Broadcast func(frames []byte) (int, error)
+	// Broadcast sends packed frames to every logged-in operator, stamped with when the
+	// oldest of them arrived (app.Server.BroadcastFrames); required.
+	Broadcast func(frames []byte, arrived time.Time) (int, error)
 	// Logger; if nil, logs are discarded. Hooks; if nil, NopHooks.
 	Logger *slog.Logger
 	Hooks  Hooks
@@ -41,6 +51,7 @@ type Drone struct {
 	cfg       DroneConfig
 	autopilot peerAddr
 	warn      *ratelog.Limiter
+	observers *ratelimit.Limiter[string] // frames per observer
 
 	upMu sync.Mutex
 	up   []byte // the frames of one operator message that may pass, under upMu
@@ -57,7 +68,9 @@ func NewDrone(cfg DroneConfig) (*Drone, error) {
 	if cfg.Hooks == nil {
 		cfg.Hooks = NopHooks{}
 	}
-	d := &Drone{cfg: cfg, warn: ratelog.New(cfg.Logger, 10*time.Second), up: make([]byte, 0, app.MaxFramesPayload)}
+	observers, _ := ratelimit.New[string](ratelimit.Config{Rate: ObserverFrameRate, Burst: ObserverFrameBurst})
+	d := &Drone{cfg: cfg, warn: ratelog.New(cfg.Logger, 10*time.Second), observers: observers,
+		up: make([]byte, 0, app.MaxFramesPayload)}
 	if cfg.Autopilot.IsValid() {
 		d.autopilot.store(unmap(cfg.Autopilot))
 	}
@@ -78,11 +91,17 @@ func (d *Drone) FromOperator(from app.FrameSender, frames []byte) {
 	defer d.upMu.Unlock()
 	out := d.up[:0]
 	n := 0
+	now := time.Now()
 	mavlink.Scan(frames, func(f mavlink.Frame) {
 		if from.Role != app.RolePilot && !mavlink.ObserverMay(&f) {
 			d.cfg.Hooks.Dropped(Up, DropRole)
-			d.warn.Warn("frame refused: the user may not change the vehicle", "user", from.User,
+			d.warn.WarnFor(from.User, "frame refused: the user may not change the vehicle", "user", from.User,
 				"role", from.Role.String(), "msgid", f.MsgID, "command", mavlink.Command(&f))
+			return
+		}
+		if from.Role != app.RolePilot && !d.observers.Allow(from.User, now) {
+			d.cfg.Hooks.Dropped(Up, DropRateLimited)
+			d.warn.WarnFor(from.User, "frames refused: the observer sends too many", "user", from.User)
 			return
 		}
 		out = append(out, f.Raw...)
@@ -149,16 +168,14 @@ func (d *Drone) Run(ctx context.Context) error {
 			return nilIfClosed(ctx, rerr)
 		}
 		from = unmap(from)
-		if d.cfg.Autopilot.IsValid() {
-			if from != unmap(d.cfg.Autopilot) {
-				d.cfg.Hooks.Dropped(Down, DropStranger)
-				d.warn.Warn("datagram on the autopilot socket from another address dropped", "from", from)
-				continue
-			}
-		} else {
-			d.autopilot.store(from)
+		if d.cfg.Autopilot.IsValid() && from != unmap(d.cfg.Autopilot) {
+			d.cfg.Hooks.Dropped(Down, DropStranger)
+			d.warn.Warn("datagram on the autopilot socket from another address dropped", "from", from)
+			continue
 		}
+		checked := false
 		mavlink.Scan(buf[:n], func(f mavlink.Frame) {
+			checked = checked || f.Checked
 			if len(p.buf)+len(f.Raw) > app.MaxFramesPayload {
 				d.flush(p, now)
 			}
@@ -171,6 +188,13 @@ func (d *Drone) Run(ctx context.Context) error {
 			d.cfg.Hooks.Dropped(Down, DropMalformed)
 			d.warn.Warn("malformed frame from the autopilot dropped", "from", from)
 		})
+		if !d.cfg.Autopilot.IsValid() && checked {
+			// The autopilot is the most recent sender of a frame whose checksum verified:
+			// a stray or garbage datagram does not redirect the operators' frames.
+			if old, changed := d.autopilot.store(from); changed {
+				d.cfg.Logger.Info("autopilot address", "addr", from, "was", old)
+			}
+		}
 		if d.cfg.Aggregation == 0 || (len(p.buf) > 0 && now.Sub(p.first) >= d.cfg.Aggregation) {
 			d.flush(p, now)
 		}
@@ -182,7 +206,7 @@ func (d *Drone) flush(p *pack, now time.Time) {
 	if len(p.buf) == 0 {
 		return
 	}
-	sent, err := d.cfg.Broadcast(p.buf)
+	sent, err := d.cfg.Broadcast(p.buf, p.first)
 	if err != nil {
 		d.warn.Warn("frames not sent to the operators", "err", err)
 	}

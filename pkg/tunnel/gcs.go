@@ -95,17 +95,16 @@ func (g *GCS) Run(ctx context.Context) error {
 			return nilIfClosed(ctx, err)
 		}
 		from = unmap(from)
-		if g.cfg.Station.IsValid() {
-			if from != unmap(g.cfg.Station) {
-				g.cfg.Hooks.Dropped(Up, DropStranger)
-				continue
-			}
-		} else {
-			g.station.store(from)
+		if g.cfg.Station.IsValid() && from != unmap(g.cfg.Station) {
+			g.cfg.Hooks.Dropped(Up, DropStranger)
+			g.warn.Warn("datagram on the ground station socket from another address dropped", "from", from)
+			continue
 		}
 		frames := 0
+		checked := false
 		out = out[:0]
 		mavlink.Scan(buf[:n], func(f mavlink.Frame) {
+			checked = checked || f.Checked
 			if len(out)+len(f.Raw) > app.MaxFramesPayload {
 				g.send(out, frames)
 				out, frames = out[:0], 0
@@ -117,6 +116,13 @@ func (g *GCS) Run(ctx context.Context) error {
 			g.warn.Warn("malformed frame from the ground station dropped", "from", from)
 		})
 		g.send(out, frames)
+		if !g.cfg.Station.IsValid() && checked {
+			// The ground station is the most recent sender of a frame whose checksum
+			// verified; every change is logged.
+			if old, changed := g.station.store(from); changed {
+				g.cfg.Logger.Warn("ground station address", "addr", from, "was", old)
+			}
+		}
 	}
 }
 

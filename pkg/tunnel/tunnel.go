@@ -47,16 +47,17 @@ type DropReason uint8
 
 // Drop reasons.
 const (
-	DropMalformed  DropReason = iota // not a well-formed frame (length, flags, checksum)
-	DropRole                         // an observer's frame that is not read-only
-	DropNoPeer                       // no autopilot or ground station address known yet
-	DropNoSession                    // the operator's session is not logged in (reconnecting)
-	DropSendFailed                   // the socket refused it
-	DropStranger                     // a datagram from an address other than the fixed peer's
+	DropMalformed   DropReason = iota // not a well-formed frame (length, flags, checksum)
+	DropRole                          // an observer's frame that is not read-only
+	DropNoPeer                        // no autopilot or ground station address known yet
+	DropNoSession                     // the operator's session is not logged in (reconnecting)
+	DropSendFailed                    // the socket refused it
+	DropStranger                      // a datagram from an address other than the fixed peer's
+	DropRateLimited                   // an observer's frames beyond its rate
 	NumDropReasons
 )
 
-var dropNames = [NumDropReasons]string{"malformed", "role", "no_peer", "no_session", "send_failed", "stranger"}
+var dropNames = [NumDropReasons]string{"malformed", "role", "no_peer", "no_session", "send_failed", "stranger", "rate_limited"}
 
 // String is the reason's metric label.
 func (r DropReason) String() string {
@@ -135,11 +136,17 @@ func (a *peerAddr) load() (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
-// store records addr; it allocates only when the address changes.
-func (a *peerAddr) store(addr netip.AddrPort) {
-	if p := a.p.Load(); p == nil || *p != addr {
-		a.p.Store(&addr)
+// store records addr and reports whether it changed; it allocates only then.
+func (a *peerAddr) store(addr netip.AddrPort) (old netip.AddrPort, changed bool) {
+	p := a.p.Load()
+	if p != nil && *p == addr {
+		return addr, false
 	}
+	if p != nil {
+		old = *p
+	}
+	a.p.Store(&addr)
+	return old, true
 }
 
 // unmap keeps IPv4 addresses in their 4-byte form, as the sockets report them.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,7 +35,7 @@ type broadcasts struct {
 	ch    chan struct{}
 }
 
-func (b *broadcasts) fn(frames []byte) (int, error) {
+func (b *broadcasts) fn(frames []byte, _ time.Time) (int, error) {
 	b.mu.Lock()
 	b.sends = append(b.sends, append([]byte(nil), frames...))
 	b.mu.Unlock()
@@ -115,7 +116,7 @@ func TestDroneFromOperator(t *testing.T) {
 	hooks := &Counters{}
 	ap := listen(t)
 	d, err := NewDrone(DroneConfig{Conn: conn, Autopilot: ap.LocalAddr().(*net.UDPAddr).AddrPort(),
-		Broadcast: func([]byte) (int, error) { return 0, nil }, Hooks: hooks})
+		Broadcast: func([]byte, time.Time) (int, error) { return 0, nil }, Hooks: hooks})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,9 +143,79 @@ func TestDroneFromOperator(t *testing.T) {
 	}
 
 	// Server mode before the autopilot spoke: nothing to send to.
-	d2, _ := NewDrone(DroneConfig{Conn: listen(t), Broadcast: func([]byte) (int, error) { return 0, nil }, Hooks: hooks})
+	d2, _ := NewDrone(DroneConfig{Conn: listen(t), Broadcast: func([]byte, time.Time) (int, error) { return 0, nil }, Hooks: hooks})
 	d2.FromOperator(app.FrameSender{User: "alice", Role: app.RolePilot}, both)
 	if hooks.Drop(Up, DropNoPeer) != 2 {
 		t.Fatalf("no-peer drops %d, want 2", hooks.Drop(Up, DropNoPeer))
+	}
+}
+
+// In server mode the autopilot is the most recent sender of a frame whose checksum
+// verified: garbage from another address does not redirect the operators' frames, a real
+// frame does.
+func TestDroneLearnsAutopilotFromCheckedFrames(t *testing.T) {
+	conn := listen(t)
+	var broadcasts atomic.Int32
+	d, err := NewDrone(DroneConfig{Conn: conn, Broadcast: func([]byte, time.Time) (int, error) { broadcasts.Add(1); return 1, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	to := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	ap1, ap2 := listen(t), listen(t)
+	heard := func(want *net.UDPConn) func() bool {
+		return func() bool {
+			got, ok := d.autopilot.load()
+			return ok && got == want.LocalAddr().(*net.UDPAddr).AddrPort()
+		}
+	}
+	ap1.WriteToUDPAddrPort(attitude(1), to)
+	waitUntilTrue(t, "the autopilot to be learnt", heard(ap1))
+	ap2.WriteToUDPAddrPort([]byte{0xfd, 9, 9, 9, 1, 2, 3}, to)                      // garbage
+	ap2.WriteToUDPAddrPort(mavlink.AppendFrame(nil, 0, 1, 1, 60000, []byte{1}), to) // well formed, checksum unknown
+	ap1.WriteToUDPAddrPort(attitude(2), to)                                         // read after the two above
+	// Three broadcasts: the first attitude, the unchecked frame and the second attitude.
+	waitUntilTrue(t, "the datagrams to be read", func() bool { return broadcasts.Load() == 3 })
+	if !heard(ap1)() {
+		t.Fatal("a datagram without a checked frame redirected the autopilot address")
+	}
+	ap2.WriteToUDPAddrPort(attitude(3), to)
+	waitUntilTrue(t, "the new autopilot address", heard(ap2))
+}
+
+// An observer's read requests are limited per user; a pilot's frames are not.
+func TestObserverFrameRate(t *testing.T) {
+	hooks := &Counters{}
+	ap := listen(t)
+	d, err := NewDrone(DroneConfig{Conn: listen(t), Autopilot: ap.LocalAddr().(*net.UDPAddr).AddrPort(),
+		Broadcast: func([]byte, time.Time) (int, error) { return 0, nil }, Hooks: hooks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var many []byte
+	for i := range ObserverFrameBurst + 10 {
+		many = append(many, mavlink.AppendFrame(nil, byte(i), 255, 190, 21, []byte{1, 1})...)
+	}
+	d.FromOperator(app.FrameSender{User: "olga", Role: app.RoleObserver}, many)
+	if got := hooks.Drop(Up, DropRateLimited); got != 10 {
+		t.Fatalf("%d observer frames rate limited, want 10", got)
+	}
+	d.FromOperator(app.FrameSender{User: "alice", Role: app.RolePilot}, many)
+	if got := hooks.Drop(Up, DropRateLimited); got != 10 {
+		t.Fatalf("the pilot's frames were rate limited (%d)", got-10)
+	}
+}
+
+func waitUntilTrue(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
