@@ -96,6 +96,10 @@ type Peer interface {
 	// Remove ends the session in the channel at once, sending nothing. The channel then
 	// calls Session.Gone.
 	Remove()
+	// PeerClosed ends the session the peer said it closed (its close message arrived),
+	// after whatever closing the channel itself still expects from the peer (DTLS: its
+	// close_notify). The channel calls Session.Gone at once.
+	PeerClosed()
 }
 
 // ServerChannel is the drone's secure channel as the application layer sees it.
@@ -416,7 +420,7 @@ func (u ServerUpcalls) Receive(sess *Session, plain []byte, now time.Time) {
 	case MsgFrames:
 		s.handleFrames(sess, &m, now)
 	case MsgClose:
-		sess.peer.Remove()
+		sess.peer.PeerClosed()
 		user, _ := sess.Login()
 		s.cfg.Logger.Info("session closed by operator", "session", sess.index, "user", user)
 	default:

@@ -533,6 +533,16 @@ func (sess *session) Addr() netip.AddrPort { return sess.peer() }
 // Remove implements app.Peer: the association ends at once.
 func (sess *session) Remove() { sess.end() }
 
+// PeerClosed implements app.Peer: the operator's close message came; its close_notify
+// follows. The session is gone for the application layer at once, and the association
+// ends when that close_notify is read (rather than it arriving for no association), or a
+// second later if it was lost.
+func (sess *session) PeerClosed() {
+	sess.app.SetReady(false)
+	sess.app.Gone()
+	sess.conn.SetReadDeadline(time.Now().Add(time.Second))
+}
+
 // Send implements app.Peer: one application message as one DTLS record.
 func (sess *session) Send(plain []byte, kind link.PacketKind) bool {
 	sess.writeMu.Lock()

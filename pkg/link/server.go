@@ -155,6 +155,9 @@ func (ss *serverSession) Send(msg []byte, kind PacketKind) bool {
 // Addr implements app.Peer.
 func (ss *serverSession) Addr() netip.AddrPort { return ss.Peer() }
 
+// PeerClosed implements app.Peer: the operator closed the session, which leaves the table at once.
+func (ss *serverSession) PeerClosed() { ss.Remove() }
+
 // Remove implements app.Peer: the session leaves the table at once.
 func (ss *serverSession) Remove() {
 	s := ss.srv
