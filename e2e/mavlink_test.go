@@ -368,6 +368,13 @@ func TestMAVLinkObserver(t *testing.T) {
 		station.sendMsg("ManualControl", map[string]any{"target": 1, "x": 500, "z": 1000}),
 		station.sendMsg("Heartbeat", map[string]any{"type": 6, "autopilot": 8}),
 	}
+	// The tunnel answers the refused ARM in its own name, so the ground station says why.
+	denial := station.waitFrame("the refused ARM's COMMAND_ACK", func(f mavFrame) bool {
+		return f.MsgID == 77 && fieldNum(f, "command") == 400 && fieldNum(f, "result") == 2
+	})
+	if denial.SysID != 1 {
+		t.Errorf("the denial speaks for system %d, want the vehicle's (1)", denial.SysID)
+	}
 	allowed := station.sendMsg("ParamRequestList", listFields)
 	// The frames travel in order on one path: once the allowed one is through, any denied one
 	// forwarded would be there too.

@@ -126,6 +126,7 @@ type linkServer interface {
 	Run(ctx context.Context) error
 	Broadcast(payload []byte) (int, error)
 	BroadcastFrames(frames []byte, arrived time.Time) (int, error)
+	SendFramesTo(session uint16, frames []byte) bool
 	Revoke(revoked func(link.SessionInfo) bool) int
 	LocalAddr() netip.AddrPort
 }
@@ -315,7 +316,8 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 // --mavlink-listen, or on an ephemeral port towards --mavlink-to.
 func (d *daemon) openTunnel() (*net.UDPConn, *tunnel.Drone, error) {
 	cfg := tunnel.DroneConfig{Aggregation: d.cfg.MavlinkAgg, Logger: d.log.With("component", "mavlink"),
-		Broadcast: func(frames []byte, arrived time.Time) (int, error) { return d.server.BroadcastFrames(frames, arrived) }}
+		Broadcast: func(frames []byte, arrived time.Time) (int, error) { return d.server.BroadcastFrames(frames, arrived) },
+		Reply:     func(session uint16, frames []byte) bool { return d.server.SendFramesTo(session, frames) }}
 	var err error
 	if d.cfg.MavlinkTo != "" {
 		to, rerr := net.ResolveUDPAddr("udp", d.cfg.MavlinkTo)

@@ -664,6 +664,26 @@ func (s *Server) BroadcastFrames(frames []byte, arrived time.Time) (int, error) 
 	return sent, nil
 }
 
+// SendFramesTo sends tunnelled frames to one logged-in session, by its index (the tunnel
+// answering one operator in its own name). It reports whether they went out.
+func (s *Server) SendFramesTo(session uint16, frames []byte) bool {
+	if len(frames) == 0 || len(frames) > MaxFramesPayload {
+		return false
+	}
+	var target *Session
+	for _, sess := range s.targets(nil) {
+		if sess.index == session {
+			target = sess
+		}
+	}
+	if target == nil {
+		return false
+	}
+	msg := AppendFrames(make([]byte, 0, FramesHeaderSize+len(frames)), frames)
+	StampFrames(msg, s.cfg.Now().Sub(target.created))
+	return s.send(target, msg, KindFrames)
+}
+
 // currentRole is the session's login checked against the current user database, so a
 // user removed or demoted since the login (even in a race with Revoke) cannot command.
 func (s *Server) currentRole(sess *Session) (string, Role) {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dronelink/dronelink/internal/ratelog"
@@ -41,10 +42,23 @@ type DroneConfig struct {
 	// Broadcast sends packed frames to every logged-in operator, stamped with when the
 	// oldest of them arrived (app.Server.BroadcastFrames); required.
 	Broadcast func(frames []byte, arrived time.Time) (int, error)
+	// Reply, if set, sends frames to one operator's session (app.Server.SendFramesTo): the
+	// tunnel answers an observer's refused command with a denied COMMAND_ACK in its own
+	// name, so the ground station says why.
+	Reply func(session uint16, frames []byte) bool
 	// Logger; if nil, logs are discarded. Hooks; if nil, NopHooks.
 	Logger *slog.Logger
 	Hooks  Hooks
 }
+
+// The tunnel's own MAVLink identity when it answers a ground station: the vehicle's
+// system id (as the autopilot's frames carry it) and a component id of its own.
+const (
+	// ComponentID is MAV_COMP_ID_UDP_BRIDGE.
+	ComponentID = 240
+	// resultDenied is MAV_RESULT_DENIED.
+	resultDenied = 2
+)
 
 // Drone is the drone's end of the tunnel.
 type Drone struct {
@@ -52,6 +66,8 @@ type Drone struct {
 	autopilot peerAddr
 	warn      *ratelog.Limiter
 	observers *ratelimit.Limiter[string] // frames per observer
+	vehicle   atomic.Uint32              // the autopilot's system id, from its frames (0: not yet)
+	ackSeq    atomic.Uint32
 
 	upMu sync.Mutex
 	up   []byte // the frames of one operator message that may pass, under upMu
@@ -97,6 +113,7 @@ func (d *Drone) FromOperator(from app.FrameSender, frames []byte) {
 			d.cfg.Hooks.Dropped(Up, DropRole)
 			d.warn.WarnFor(from.User, "frame refused: the user may not change the vehicle", "user", from.User,
 				"role", from.Role.String(), "msgid", f.MsgID, "command", mavlink.Command(&f))
+			d.deny(from, &f)
 			return
 		}
 		if from.Role != app.RolePilot && !d.observers.Allow(from.User, now) {
@@ -131,6 +148,23 @@ func (d *Drone) FromOperator(from app.FrameSender, frames []byte) {
 	}
 	d.cfg.Hooks.Datagram(Up, n)
 	mavlink.Scan(out, func(f mavlink.Frame) { d.cfg.Hooks.Frame(Up, len(f.Raw)) }, func(error) {})
+}
+
+// deny answers a refused COMMAND_LONG or COMMAND_INT with COMMAND_ACK result DENIED, in
+// the tunnel's own name, to the operator who sent it: the ground station then says the
+// command was refused instead of timing out. Other refused frames get no answer.
+func (d *Drone) deny(from app.FrameSender, f *mavlink.Frame) {
+	if d.cfg.Reply == nil || (f.MsgID != mavlink.MsgCommandLong && f.MsgID != mavlink.MsgCommandInt) {
+		return
+	}
+	cmd := mavlink.Command(f)
+	// command, result, progress, result_param2, target_system, target_component
+	ack := []byte{byte(cmd), byte(cmd >> 8), resultDenied, 0, 0, 0, 0, 0, f.SysID, f.CompID}
+	sys := byte(d.vehicle.Load())
+	if sys == 0 {
+		sys = 1
+	}
+	d.cfg.Reply(from.Session, mavlink.AppendFrame(nil, byte(d.ackSeq.Add(1)), sys, ComponentID, mavlink.MsgCommandAck, ack))
 }
 
 // pack is the autopilot frames waiting to go out together.
@@ -176,6 +210,9 @@ func (d *Drone) Run(ctx context.Context) error {
 		checked := false
 		mavlink.Scan(buf[:n], func(f mavlink.Frame) {
 			checked = checked || f.Checked
+			if f.Checked && f.MsgID == mavlink.MsgHeartbeat {
+				d.vehicle.Store(uint32(f.SysID))
+			}
 			if len(p.buf)+len(f.Raw) > app.MaxFramesPayload {
 				d.flush(p, now)
 			}

@@ -115,8 +115,11 @@ func TestDroneFromOperator(t *testing.T) {
 	conn := listen(t)
 	hooks := &Counters{}
 	ap := listen(t)
+	var replies [][]byte
+	var replySession uint16
 	d, err := NewDrone(DroneConfig{Conn: conn, Autopilot: ap.LocalAddr().(*net.UDPAddr).AddrPort(),
-		Broadcast: func([]byte, time.Time) (int, error) { return 0, nil }, Hooks: hooks})
+		Broadcast: func([]byte, time.Time) (int, error) { return 0, nil }, Hooks: hooks,
+		Reply: func(s uint16, f []byte) bool { replySession = s; replies = append(replies, f); return true }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +129,7 @@ func TestDroneFromOperator(t *testing.T) {
 	list := mavlink.AppendFrame(nil, 2, 255, 190, 21, []byte{1, 1})
 	both := append(append([]byte(nil), armFrame...), list...)
 
-	d.FromOperator(app.FrameSender{User: "olga", Role: app.RoleObserver}, both)
+	d.FromOperator(app.FrameSender{User: "olga", Role: app.RoleObserver, Session: 77}, both)
 	buf := make([]byte, 2048)
 	ap.SetReadDeadline(time.Now().Add(5 * time.Second))
 	n, _, err := ap.ReadFromUDPAddrPort(buf)
@@ -135,6 +138,15 @@ func TestDroneFromOperator(t *testing.T) {
 	}
 	if hooks.Drop(Up, DropRole) != 1 {
 		t.Fatalf("role drops %d", hooks.Drop(Up, DropRole))
+	}
+	// The refused ARM is answered, to the observer's session only, in the tunnel's name.
+	if len(replies) != 1 || replySession != 77 {
+		t.Fatalf("%d replies to session %d", len(replies), replySession)
+	}
+	ack, _, err := mavlink.Next(replies[0])
+	if err != nil || !ack.Checked || ack.MsgID != mavlink.MsgCommandAck || ack.CompID != ComponentID ||
+		ack.Payload[0] != 400&0xff || ack.Payload[1] != 400>>8 || ack.Payload[2] != resultDenied || ack.Payload[8] != 255 {
+		t.Fatalf("reply %+v (%v)", ack, err)
 	}
 	d.FromOperator(app.FrameSender{User: "alice", Role: app.RolePilot}, both)
 	n, _, err = ap.ReadFromUDPAddrPort(buf)
