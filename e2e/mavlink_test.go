@@ -439,7 +439,9 @@ func TestMAVLinkLossy(t *testing.T) {
 			return waitUntil(100*time.Millisecond, func() bool { return station.count(isMsg(4)) > 0 })
 		})
 	}
-	waitUntil(50*time.Millisecond, func() bool { return false }) // the proxy holds a reordered datagram 5 ms
+	// Not a synchronisation: the proxy holds a reordered datagram 5 ms, so the count below
+	// may miss the last few frames by that much; it bounds a rate, not a correctness check.
+	time.Sleep(50 * time.Millisecond)
 	for _, station := range []*mavPeer{pilot, observer} {
 		got := station.count(isMsg(30))
 		seen := map[string]int{}

@@ -94,12 +94,13 @@ func (f *fakeRig) sent(from netip.AddrPort, typ byte) [][]byte {
 // inject sends a forged or replayed datagram to the drone and waits until it was read.
 func (f *fakeRig) inject(t *testing.T, from netip.AddrPort, pkt []byte) {
 	t.Helper()
-	before := f.received()
+	start := f.conn.position()
 	if err := f.net.Inject(fakenet.Datagram{From: from, To: droneAddr, Payload: pkt}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the drone to read the datagram", func() bool { return f.received() > before })
-	time.Sleep(time.Millisecond) // let the reader finish the datagram it just counted
+	// Wait until the reader has finished with it (it asked for the next datagram), not
+	// until it was merely read: a sleep here was a race (it failed 2 runs in 10 under -race).
+	f.conn.waitHandled(t, pkt, start)
 }
 
 func (f *fakeRig) received() uint64 {
