@@ -103,16 +103,6 @@ func (f *fakeRig) inject(t *testing.T, from netip.AddrPort, pkt []byte) {
 	f.conn.waitHandled(t, pkt, start)
 }
 
-func (f *fakeRig) received() uint64 {
-	var n uint64
-	for k := range NumPacketKinds {
-		if k == KindInitiation || k == KindData {
-			n += f.hooks.Received[k].Load()
-		}
-	}
-	return n
-}
-
 func (f *fakeRig) drops() map[DropReason]uint64 {
 	m := map[DropReason]uint64{}
 	for r := range NumDropReasons {
