@@ -13,7 +13,10 @@ import (
 	"github.com/dronelink/dronelink/pkg/link/fakenet"
 )
 
-var soakDuration = flag.Duration("soak", 20*time.Second, "how long TestLossySoak runs (make soak: 5m)")
+var (
+	soakDuration = flag.Duration("soak", 20*time.Second, "how long TestLossySoak runs (make soak: 5m)")
+	soakSeed     = flag.Uint64("soak-seed", 0, "seed of TestLossySoak's lossy network (0: from the clock; the test logs it)")
+)
 
 // TestLossySoak runs two operators against the drone for -soak over a link with 30% loss,
 // 10% reordering and 5% duplication, rekeying every 10 seconds: no command may be lost or
@@ -22,7 +25,12 @@ func TestLossySoak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("soak skipped in -short mode")
 	}
-	n, err := fakenet.New(fakenet.Config{Seed: uint64(time.Now().UnixNano()), Loss: 0.30, Reorder: 0.10, Duplicate: 0.05,
+	seed := *soakSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("lossy network seed %d (replay a failure with -args -soak-seed %d)", seed, seed)
+	n, err := fakenet.New(fakenet.Config{Seed: seed, Loss: 0.30, Reorder: 0.10, Duplicate: 0.05,
 		Jitter: time.Millisecond, QueueLen: 1 << 14})
 	if err != nil {
 		t.Fatal(err)

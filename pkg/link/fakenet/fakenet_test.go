@@ -488,10 +488,10 @@ func TestNetworkClose(t *testing.T) {
 func TestReadDeadline(t *testing.T) {
 	n := newNet(t, Config{})
 	a, b := listen(t, n, addrA), listen(t, n, addrB)
-	if err := b.SetReadDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
+	start := time.Now() // before the deadline is set: it is measured from here
+	if err := b.SetReadDeadline(start.Add(20 * time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
 	_, _, err := b.ReadFrom(make([]byte, 10))
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("ReadFrom past deadline = %v, want os.ErrDeadlineExceeded", err)
