@@ -110,8 +110,9 @@ type Client struct {
 	previousEnd time.Time
 	hs          *Initiator
 	hsNext      time.Time
-	hsErr       error // the last refusal, for the final error message
-	failed      bool  // a final refusal: no more handshakes
+	hsErr       error     // the last refusal, for the final error message
+	failed      bool      // a final refusal of the first handshake: no more handshakes
+	rekeyAfter  time.Time // a refused rekey is not tried again before this
 	closed      bool
 	sealBuf     []byte // MaxDatagramSize capacity: datagrams are sealed into it under mu
 }
@@ -352,7 +353,16 @@ func (c *Client) handleError(pkt []byte) {
 	c.hsErr = code.Err()
 	c.event(Event{Kind: EventRefused, Err: c.hsErr})
 	final := c.hs.State() == StateFailed
-	if final {
+	if final && c.current != nil {
+		// A running client keeps its session: any holder of the PSK can forge a refusal
+		// of a rekey (the initiation's timestamp is in clear), so it ends only this
+		// handshake, and a new one is tried after the backoff. A drone that really
+		// revoked the key closes the session itself.
+		c.hs = nil
+		c.rekeyAfter = c.cfg.Now().Add(HandshakeRetryMax)
+		c.cfg.Logger.Warn("the drone refused a rekey; keeping the current session", "err", c.hsErr)
+		final = false
+	} else if final {
 		c.hs = nil
 		c.failed = true
 	}
@@ -426,7 +436,8 @@ func (c *Client) tick(now time.Time) {
 	if c.previous != nil && now.After(c.previousEnd) {
 		c.previous = nil
 	}
-	if cur := c.current; cur != nil && c.hs == nil && (cur.expired(now) || cur.needsRekeyAfter(now, c.cfg.RekeyAfterTime)) {
+	if cur := c.current; cur != nil && c.hs == nil && !now.Before(c.rekeyAfter) &&
+		(cur.expired(now) || cur.needsRekeyAfter(now, c.cfg.RekeyAfterTime)) {
 		c.startHandshakeLocked(cur.remote, now)
 	}
 }

@@ -895,3 +895,65 @@ func dropMap(h *Counters) map[DropReason]uint64 {
 	}
 	return m
 }
+
+// #13 finding 3: a holder of the PSK who answers a running client's rekey with a genuine
+// final refusal (the initiation's timestamp is in clear) must not end the client: the
+// session goes on, and the rekey is tried again later and succeeds.
+func TestRunningClientSurvivesRefusedRekey(t *testing.T) {
+	f := newFakeRig(t, nil)
+	var mu sync.Mutex
+	var held [][]byte
+	var block atomic.Bool
+	f.net.Intercept(func(d fakenet.Datagram) []fakenet.Datagram {
+		if block.Load() && d.From == aliceAddr && len(d.Payload) > 0 && d.Payload[0] == typeByte(TypeInitiation) {
+			mu.Lock()
+			held = append(held, bytes.Clone(d.Payload))
+			mu.Unlock()
+			return nil
+		}
+		return []fakenet.Datagram{d}
+	})
+	hooks := &Counters{}
+	conn, err := f.net.Listen(aliceAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := newRecordingConn(conn)
+	cfg := clientConfig(rc, droneAddr, "alice")
+	cfg.Hooks = hooks
+	cfg.RekeyAfterTime = time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	alice, err := Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	block.Store(true)
+	waitFor(t, "alice's rekey initiation", func() bool { mu.Lock(); defer mu.Unlock(); return len(held) > 0 })
+	responder, _, _ := wireResponder(t)
+	mu.Lock()
+	latest := held[len(held)-1]
+	mu.Unlock()
+	var init Initiation
+	if err := responder.CheckInitiation(latest, &init); err != nil {
+		t.Fatal(err)
+	}
+	refusal, ok := responder.ErrorReply(nil, &init, ErrUnknownOperatorKey)
+	if !ok {
+		t.Fatal("no error reply")
+	}
+	injectTo(t, f.net, rc, droneAddr, aliceAddr, refusal)
+	if got := hooks.Handshakes[HandshakeRefused].Load(); got != 1 {
+		t.Fatalf("the refusal was not believed (%d)", got)
+	}
+	if err := alice.Err(); err != nil {
+		t.Fatalf("a refused rekey ended the running client: %v", err)
+	}
+	rekeys := hooks.Rekeys.Load()
+	block.Store(false)
+	waitFor(t, "a later rekey", func() bool { return hooks.Rekeys.Load() > rekeys })
+	if ack := command(t, alice, "still flying"); ack.Status != AckOK {
+		t.Fatalf("ack %v", ack.Status)
+	}
+}
