@@ -180,8 +180,8 @@ func (c *Client) Send(msg []byte, kind PacketKind) bool {
 func (c *Client) Reconnect() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.hs == nil && c.current != nil && !c.closed && !c.failed {
-		c.startHandshakeLocked(c.current.remote, c.cfg.Now())
+	if now := c.cfg.Now(); c.hs == nil && c.current != nil && !c.closed && !c.failed && !now.Before(c.rekeyAfter) {
+		c.startHandshakeLocked(c.current.remote, now)
 	}
 }
 
