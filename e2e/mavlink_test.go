@@ -431,17 +431,24 @@ func TestMAVLinkLossy(t *testing.T) {
 		}
 		return false
 	})
-	// A marker after the stream, repeated until both stations have it: every ATTITUDE that
-	// survived the link is delivered by then, but for the proxy's 5 ms reordering.
-	for _, station := range []*mavPeer{pilot, observer} {
-		waitFor(t, station.name+" to get the marker", func() bool {
-			r.autopilot.do(map[string]any{"send": "Ping", "fields": map[string]any{"seq": 4242}})
-			return waitUntil(100*time.Millisecond, func() bool { return station.count(isMsg(4)) > 0 })
-		})
+	// Markers after the stream, resent until a station has one (the link loses them too;
+	// waitUntil is the resend timer, not a synchronisation). The paths autopilot → drone →
+	// gcs → station keep order, so a marker that arrived follows every ATTITUDE sent before
+	// it, except those the proxy was holding back (reordering); so: a first marker, then no
+	// datagram held in the proxy, then a second marker.
+	marker := func(seq int) {
+		for _, station := range []*mavPeer{pilot, observer} {
+			waitFor(t, station.name+" to get a marker", func() bool {
+				r.autopilot.do(map[string]any{"send": "Ping", "fields": map[string]any{"seq": seq}})
+				return waitUntil(100*time.Millisecond, func() bool {
+					return station.count(func(f mavFrame) bool { return f.MsgID == 4 && fieldNum(f, "seq") == float64(seq) }) > 0
+				})
+			})
+		}
 	}
-	// Not a synchronisation: the proxy holds a reordered datagram 5 ms, so the count below
-	// may miss the last few frames by that much; it bounds a rate, not a correctness check.
-	time.Sleep(50 * time.Millisecond)
+	marker(4242)
+	waitFor(t, "the proxy to hold nothing back", func() bool { return proxy.Held() == 0 })
+	marker(4243)
 	for _, station := range []*mavPeer{pilot, observer} {
 		got := station.count(isMsg(30))
 		seen := map[string]int{}

@@ -45,6 +45,7 @@ type Proxy struct {
 	closed atomic.Bool
 
 	forwarded, dropped, duplicated, reordered atomic.Uint64
+	held                                      atomic.Int64 // datagrams waiting out a delay
 }
 
 // Start opens the proxy and starts forwarding.
@@ -88,6 +89,10 @@ func (p *Proxy) Addr() netip.AddrPort { return p.conn.LocalAddr().(*net.UDPAddr)
 func (p *Proxy) Stats() Stats {
 	return Stats{Forwarded: p.forwarded.Load(), Dropped: p.dropped.Load(), Duplicated: p.duplicated.Load(), Reordered: p.reordered.Load()}
 }
+
+// Held is how many datagrams the proxy holds back right now (delayed or reordered): once it
+// is 0, everything it accepted so far has been sent on or dropped.
+func (p *Proxy) Held() int64 { return p.held.Load() }
 
 // SetLoss changes the loss probability while running (e.g. a total outage, then recovery).
 func (p *Proxy) SetLoss(loss float64) {
@@ -195,8 +200,10 @@ func (p *Proxy) impair(b []byte, send func([]byte)) {
 		}
 		c := append([]byte(nil), b...)
 		p.wg.Add(1)
+		p.held.Add(1)
 		time.AfterFunc(delay, func() {
 			defer p.wg.Done()
+			defer p.held.Add(-1)
 			if !p.closed.Load() {
 				send(c)
 			}

@@ -85,3 +85,39 @@ func TestBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// Held counts the datagrams a delay holds back, and is 0 again once they went on.
+func TestHeld(t *testing.T) {
+	echo := echoServer(t)
+	p, err := Start(Config{Target: echo.LocalAddr().String(), Delay: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	client, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(p.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if p.Held() != 0 {
+		t.Fatalf("held %d before any datagram", p.Held())
+	}
+	client.Write([]byte("x"))
+	poll := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	poll("the datagram to be held", func() bool { return p.Held() == 1 })
+	buf := make([]byte, 8)
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := client.Read(buf); err != nil || string(buf[:n]) != "x" { // delayed both ways
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	poll("nothing held", func() bool { return p.Held() == 0 })
+}
