@@ -46,6 +46,20 @@ type Proxy struct {
 
 	forwarded, dropped, duplicated, reordered atomic.Uint64
 	held                                      atomic.Int64 // datagrams waiting out a delay
+
+	withholdMu sync.Mutex
+	withhold   WithholdFunc // nil: forward everything
+	withheld   []withheldDatagram
+}
+
+// WithholdFunc says whether to hold a datagram back: from is the client's address (the
+// flow), toTarget the direction (client to target, or back), b the datagram.
+type WithholdFunc func(from netip.AddrPort, toTarget bool, b []byte) bool
+
+type withheldDatagram struct {
+	b        []byte
+	toTarget bool
+	send     func([]byte)
 }
 
 // Start opens the proxy and starts forwarding.
@@ -109,6 +123,51 @@ func (p *Proxy) SetDelay(d time.Duration) {
 	p.mu.Unlock()
 }
 
+// Withhold starts holding back, instead of forwarding, every datagram match selects: an
+// attacker on the path who keeps copies to release later (Release). It replaces any
+// earlier match; held datagrams stay held.
+func (p *Proxy) Withhold(match WithholdFunc) {
+	p.withholdMu.Lock()
+	p.withhold = match
+	p.withholdMu.Unlock()
+}
+
+// Withheld is how many datagrams are held back by Withhold.
+func (p *Proxy) Withheld() int {
+	p.withholdMu.Lock()
+	defer p.withholdMu.Unlock()
+	return len(p.withheld)
+}
+
+// Release stops withholding and sends on, in the order they came, the held datagrams that
+// pick selects (all if pick is nil); the others are discarded. It returns how many it sent.
+func (p *Proxy) Release(pick func(toTarget bool, b []byte) bool) int {
+	p.withholdMu.Lock()
+	held := p.withheld
+	p.withhold, p.withheld = nil, nil
+	p.withholdMu.Unlock()
+	n := 0
+	for _, d := range held {
+		if pick == nil || pick(d.toTarget, d.b) {
+			d.send(d.b)
+			p.forwarded.Add(1)
+			n++
+		}
+	}
+	return n
+}
+
+// withholds holds b back if the Withhold match selects it.
+func (p *Proxy) withholds(from netip.AddrPort, toTarget bool, b []byte, send func([]byte)) bool {
+	p.withholdMu.Lock()
+	defer p.withholdMu.Unlock()
+	if p.withhold == nil || !p.withhold(from, toTarget, b) {
+		return false
+	}
+	p.withheld = append(p.withheld, withheldDatagram{b: append([]byte(nil), b...), toTarget: toTarget, send: send})
+	return true
+}
+
 // Close stops the proxy and waits for its goroutines.
 func (p *Proxy) Close() error {
 	if p.closed.Swap(true) {
@@ -136,7 +195,10 @@ func (p *Proxy) clientLoop() {
 		if err != nil {
 			continue
 		}
-		p.impair(buf[:n], func(b []byte) { flow.Write(b) })
+		send := func(b []byte) { flow.Write(b) }
+		if !p.withholds(from, true, buf[:n], send) {
+			p.impair(buf[:n], send)
+		}
 	}
 }
 
@@ -165,7 +227,10 @@ func (p *Proxy) flow(client netip.AddrPort) (*net.UDPConn, error) {
 				}
 				continue // e.g. ICMP port unreachable while the target restarts
 			}
-			p.impair(buf[:n], func(b []byte) { p.conn.WriteToUDPAddrPort(b, client) })
+			send := func(b []byte) { p.conn.WriteToUDPAddrPort(b, client) }
+			if !p.withholds(client, false, buf[:n], send) {
+				p.impair(buf[:n], send)
+			}
 		}
 	})
 	return f, nil

@@ -2,6 +2,8 @@ package lossproxy
 
 import (
 	"net"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
@@ -120,4 +122,65 @@ func TestHeld(t *testing.T) {
 		t.Fatalf("read %q, %v", buf[:n], err)
 	}
 	poll("nothing held", func() bool { return p.Held() == 0 })
+}
+
+// Withhold keeps the datagrams it selects, in each direction, until Release sends the
+// ones picked; everything else flows meanwhile.
+func TestWithholdAndRelease(t *testing.T) {
+	echo := echoServer(t)
+	p, err := Start(Config{Target: echo.LocalAddr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	client, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(p.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	// Hold "long" datagrams on the way out and "back" on the way back.
+	p.Withhold(func(from netip.AddrPort, toTarget bool, b []byte) bool {
+		if from != client.LocalAddr().(*net.UDPAddr).AddrPort() {
+			t.Errorf("flow %v, want the client's address", from)
+		}
+		return (toTarget && len(b) > 3) || (!toTarget && string(b) == "back")
+	})
+	read := func() string {
+		t.Helper()
+		buf := make([]byte, 16)
+		client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := client.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(buf[:n])
+	}
+	for _, s := range []string{"long1", "long2", "back", "ok"} {
+		client.Write([]byte(s))
+	}
+	if got := read(); got != "ok" { // "back" went out, its echo was held
+		t.Fatalf("read %q, want ok", got)
+	}
+	if n := p.Withheld(); n != 3 {
+		t.Fatalf("withheld %d, want 3", n)
+	}
+	if n := p.Release(func(toTarget bool, b []byte) bool { return string(b) != "long1" }); n != 2 {
+		t.Fatalf("released %d, want 2", n)
+	}
+	var got []string
+	for range 2 {
+		got = append(got, read())
+	}
+	// long2 went to the echo server and came back; the held echo "back" was released too.
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"back", "long2"}) {
+		t.Fatalf("after the release read %q", got)
+	}
+	if p.Withheld() != 0 {
+		t.Fatal("still holding after Release")
+	}
+	client.Write([]byte("long3")) // no longer withheld
+	if got := read(); got != "long3" {
+		t.Fatalf("read %q after the release, want long3", got)
+	}
 }
