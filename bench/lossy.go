@@ -96,7 +96,7 @@ func runLossy(ctx context.Context, e *env, loss float64, size int, d time.Durati
 	for range concurrency {
 		wg.Go(func() {
 			for time.Now().Before(deadline) {
-				ack, err := pilot.Command(ctx, payload)
+				ack, err := pilot.CommandWith(ctx, payload, link.CommandOptions{Independent: true}) // many in flight at once
 				done := time.Now()
 				mu.Lock()
 				if err != nil || ack.Status != link.AckOK {

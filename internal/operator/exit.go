@@ -21,10 +21,11 @@ const (
 	// drone key mismatch.
 	ExitRefused = 3
 	// ExitNotExecuted: the drone answered the command with a status other than ok
-	// (not_permitted, failed, not_logged_in, busy).
+	// (not_permitted, failed, not_logged_in, busy, late, superseded).
 	ExitNotExecuted = 4
 	// ExitNoAnswer: no answer in time (drone down or unreachable, wrong PSK, timeout), or
-	// interrupted before the answer came.
+	// interrupted before the answer came, or an unknown outcome (the drone restarted after
+	// the command was issued).
 	ExitNoAnswer = 5
 	// ExitClosed: the drone closed the session (user or key revoked, drone shutting down).
 	ExitClosed = 6
@@ -39,8 +40,9 @@ const exitCodesHelp = `Exit codes:
      key not authorised for the user, operator key not authorised on the drone,
      drone key mismatch
   4  command not executed or failed: the acknowledgement's status is not ok
-     (not_permitted, failed, not_logged_in, busy)
-  5  no answer: timeout, drone unreachable, PSK mismatch, or interrupted first
+     (not_permitted, failed, not_logged_in, busy, late, superseded)
+  5  no answer: timeout, drone unreachable, PSK mismatch, or interrupted first;
+     or outcome unknown: the drone restarted after the command was issued
   6  session closed by the drone: user or key revoked, drone shutting down`
 
 // exitError is a failure with its exit code and the one line the user sees.

@@ -222,7 +222,7 @@ func TestSendNoAnswer(t *testing.T) {
 	// Logged in, but the acknowledgement never comes.
 	args = append(linkArgs(f, d.addr, "alice", "alice", "alice.pw"), "--timeout", "1s", "hang")
 	run(t, "", append([]string{"send"}, args...)...).want(t, 5,
-		"no acknowledgement from the drone at "+d.addr+" within 1s (the command may or may not have been executed)")
+		"no acknowledgement from the drone at "+d.addr+" within 1s (the command may have been executed, its acknowledgement lost; the drone will not execute the command any more: it carries its deadline)")
 }
 
 func TestSendFileProblems(t *testing.T) {

@@ -26,6 +26,15 @@ acknowledges it (the drone executes it at most once however often it arrives) an
 closes the session. The payload is shown as text, control characters escaped, or as
 "hex:..." when it is binary. The exit status is 0 only for an "ok" acknowledgement.
 
+The command carries its deadline (the end of --timeout, at most 30 s after it is
+issued): the drone never executes it after that, so when this tool reports "no
+acknowledgement" the command will not run later, whoever holds a copy back. It is also
+ordered after your earlier commands: the drone refuses it ("superseded") if a command
+you issued after it, with the same operator key, has already run. --independent lifts
+that for commands whose order does not matter. A command issued before the drone
+restarted is refused ("restarted"): the drone cannot know whether it ran before the
+restart, so the outcome is unknown (exit 5).
+
 The drone's public key (--drone-pub) must have been obtained out of band: compare its
 fingerprint ("dronelink fingerprint PATH") with the one the drone's administrator sees.
 
@@ -40,6 +49,8 @@ fingerprint ("dronelink fingerprint PATH") with the one the drone's administrato
 		},
 	}
 	f.register(cmd, "give up when no acknowledgement came within this `DURATION`")
+	var independent bool
+	cmd.Flags().BoolVar(&independent, "independent", false, "do not order this command after your other commands (the drone runs it even if a later one ran first)")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
 		message := strings.Join(args, " ")
 		switch {
@@ -53,14 +64,14 @@ fingerprint ("dronelink fingerprint PATH") with the one the drone's administrato
 			return err
 		}
 		defer setup.wipe()
-		return a.send(cmd.Context(), setup, []byte(message))
+		return a.send(cmd.Context(), setup, []byte(message), link.CommandOptions{Independent: independent})
 	})
 	return cmd
 }
 
 // send dials, sends one command, prints the acknowledgement and closes the session. The
 // timeout covers all of it.
-func (a *app) send(ctx context.Context, s *linkSetup, message []byte) error {
+func (a *app) send(ctx context.Context, s *linkSetup, message []byte, opts link.CommandOptions) error {
 	ctx, stopSignals := a.signalContext(ctx)
 	defer stopSignals()
 	deadline := time.Now().Add(s.timeout)
@@ -74,7 +85,7 @@ func (a *app) send(ctx context.Context, s *linkSetup, message []byte) error {
 		return err
 	}
 	defer sess.client.Close()
-	ack, err := sess.client.Command(ctx, message)
+	ack, err := sess.client.CommandWith(ctx, message, opts)
 	if err != nil {
 		return a.linkFailure(ctx, err, sess.state, s, "acknowledgement")
 	}
@@ -105,6 +116,12 @@ func ackFailure(ack link.Ack, role link.Role) error {
 		return failf(ExitNotExecuted, "command not executed: the drone had no login for this session")
 	case link.AckBusy:
 		return failf(ExitNotExecuted, "command not executed: the drone is busy, try again")
+	case link.AckLate:
+		return failf(ExitNotExecuted, "command not executed: it reached the drone after its deadline (the link delayed or held it back); it will not run")
+	case link.AckSuperseded:
+		return failf(ExitNotExecuted, "command not executed: a command you issued after it already ran (use --independent for commands whose order does not matter); it will not run")
+	case link.AckRestarted:
+		return failf(ExitNoAnswer, "outcome unknown: the drone restarted after this command was issued and will not run it now, but it may have run before the restart; check the vehicle before sending it again")
 	}
 	return failf(ExitNotExecuted, "command not executed: acknowledgement status %s", ack.Status)
 }

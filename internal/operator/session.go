@@ -168,8 +168,8 @@ func (d *dialState) snapshot() (established, loggedIn bool, refusal error) {
 // linkSession is a logged-in session with a drone, whatever the transport: *link.Client
 // (native) and *dtlslink.Client (DTLS-PSK) both provide it.
 type linkSession interface {
-	// Command sends one command and waits for its acknowledgement.
-	Command(ctx context.Context, payload []byte) (link.Ack, error)
+	// CommandWith sends one command and waits for its acknowledgement.
+	CommandWith(ctx context.Context, payload []byte, opts link.CommandOptions) (link.Ack, error)
 	// SendFrames sends tunnelled frames once, unacknowledged.
 	SendFrames(frames []byte) error
 	// Role is the role the drone granted at login.
@@ -338,10 +338,11 @@ func (a *app) linkFailure(ctx context.Context, err error, st *dialState, s *link
 	case errors.Is(err, dtlslink.ErrHandshakeRefused):
 		return failf(ExitRefused, "%v", err)
 	}
-	if ctx.Err() == nil {
+	if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
 		return localf("%v", err)
 	}
 	established, loggedIn, refusal := st.snapshot()
+	interrupted := errors.Is(ctx.Err(), context.Canceled)
 	var what, note string
 	switch {
 	case !established && refusal != nil:
@@ -350,13 +351,20 @@ func (a *app) linkFailure(ctx context.Context, err error, st *dialState, s *link
 		what = fmt.Sprintf("no answer from the drone at %s", s.droneName)
 	case !loggedIn:
 		what = fmt.Sprintf("no answer to the login from the drone at %s", s.droneName)
+	case stage != "" && interrupted:
+		what = fmt.Sprintf("no %s from the drone at %s", stage, s.droneName)
+		note = " (the command may or may not have been executed"
+		if deadline, ok := ctx.Deadline(); ok {
+			note += "; the drone may still execute it until " + deadline.Format("15:04:05") + ", the deadline it carries, unless a command you issue later runs first"
+		}
+		note += ")"
 	case stage != "":
 		what = fmt.Sprintf("no %s from the drone at %s", stage, s.droneName)
-		note = " (the command may or may not have been executed)"
+		note = " (the command may have been executed, its acknowledgement lost; the drone will not execute the command any more: it carries its deadline)"
 	default:
 		what = fmt.Sprintf("no answer from the drone at %s", s.droneName)
 	}
-	if errors.Is(ctx.Err(), context.Canceled) {
+	if interrupted {
 		return failf(ExitNoAnswer, "interrupted: %s yet%s", what, note)
 	}
 	msg := fmt.Sprintf("%s within %s%s", what, shortDuration(s.timeout), note)

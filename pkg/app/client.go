@@ -101,7 +101,11 @@ type ClientChannel interface {
 	// send. A frames message gets the session's time stamped in first (StampFrames, with
 	// the time since the session's send epoch: the moment this side learned the session was
 	// agreed), so that the stamp always belongs to the session the message goes out on.
-	Send(msg []byte, kind PacketKind) bool
+	//
+	// A command gets its issue time stamped in the same way (StampCommand with issued minus
+	// the session's send epoch): issued is the instant the command was issued, on the
+	// clock the client and the channel share (zero for every other message). Use Stamp.
+	Send(msg []byte, kind PacketKind, issued time.Time) bool
 	// Reconnect asks for a new session: the link is lost, and the drone may have forgotten
 	// the current one. It is called on every timer tick while the link stays lost, so it
 	// must do nothing while a new session is already being set up.
@@ -185,12 +189,24 @@ func (c ClientConfig) withDefaults() (ClientConfig, error) {
 
 type pendingCommand struct {
 	id       uint64
+	header   CommandHeader
 	payload  []byte
-	first    time.Time
+	first    time.Time     // issued
+	lifetime time.Duration // from first until the caller is told it failed
 	next     time.Time
 	attempts int
 	done     chan Ack
 	abort    chan error // the command cannot be acknowledged any more
+}
+
+// CommandOptions change how one command is ordered.
+type CommandOptions struct {
+	// Independent: the command is not ordered against this operator's other commands. By
+	// default a command is ordered: the drone refuses it (AckSuperseded) once a command
+	// issued after it has been executed, so a copy an attacker held back cannot run after
+	// the commands that followed it. Mark commands independent when several are in flight
+	// at once and each must run whatever the order of arrival.
+	Independent bool
 }
 
 // ErrOutcomeUnknown: the drone shut down (restarted) while a command awaited its
@@ -219,6 +235,7 @@ type Client struct {
 	loginStatus chan LoginStatus
 	loginLast   LoginStatus // the last retryable refusal, for the timeout message
 	frameBuf    []byte      // SendFrames' message, reused under mu
+	lastSeq     uint64      // the sequence number of the last command issued
 	pending     map[uint64]*pendingCommand
 	lastRecv    time.Time
 	lastSend    time.Time
@@ -434,18 +451,32 @@ func (c *Client) Err() error {
 	return c.fatal
 }
 
-// Command sends payload as one command and waits for its acknowledgement, retransmitting
-// with backoff until then or until ctx ends (at most MaxCommandLifetime). The drone
-// executes it at most once however often it is retransmitted.
+// Command sends payload as one ordered command and waits for its acknowledgement,
+// retransmitting with backoff until then or until ctx ends (at most MaxCommandLifetime).
+// The drone executes it at most once however often it is retransmitted, never after that
+// deadline (it carries it), never after a command issued later has been executed, and
+// never if it restarted after the command was issued (docs/PROTOCOL.md section 8.2).
 func (c *Client) Command(ctx context.Context, payload []byte) (Ack, error) {
+	return c.CommandWith(ctx, payload, CommandOptions{})
+}
+
+// CommandWith is Command with options.
+func (c *Client) CommandWith(ctx context.Context, payload []byte, opts CommandOptions) (Ack, error) {
 	if len(payload) > MaxCommandPayload {
 		return Ack{}, ErrTooLarge
 	}
 	ctx, cancel := context.WithTimeout(ctx, MaxCommandLifetime)
 	defer cancel()
+	deadline, _ := ctx.Deadline()
 	now := c.cfg.Now()
-	p := &pendingCommand{id: c.randomID(), payload: append([]byte(nil), payload...), first: now, done: make(chan Ack, 1),
-		abort: make(chan error, 1)}
+	p := &pendingCommand{id: c.randomID(), payload: append([]byte(nil), payload...), first: now,
+		lifetime: time.Until(deadline), done: make(chan Ack, 1), abort: make(chan error, 1)}
+	// The lifetime the drone is told is rounded down: it must not execute the command after
+	// the moment this call reports that it failed.
+	p.header.Lifetime = uint32(max(p.lifetime.Milliseconds(), 0))
+	if opts.Independent {
+		p.header.Flags |= CommandIndependent
+	}
 	c.mu.Lock()
 	if c.fatal != nil || c.closed {
 		err := c.fatal
@@ -455,6 +486,8 @@ func (c *Client) Command(ctx context.Context, payload []byte) (Ack, error) {
 		}
 		return Ack{}, err
 	}
+	c.lastSeq = max(c.lastSeq+1, uint64(max(now.UnixNano(), 0)))
+	p.header.Seq = c.lastSeq
 	c.pending[p.id] = p
 	c.transmitLocked(p, now)
 	c.mu.Unlock()
@@ -471,7 +504,14 @@ func (c *Client) Command(ctx context.Context, payload []byte) (Ack, error) {
 	case <-c.fatalCh:
 		return Ack{}, c.Err()
 	case <-ctx.Done():
-		return Ack{}, c.noAnswer(ctx.Err())
+		err := c.noAnswer(ctx.Err())
+		if time.Now().Before(deadline) { // cancelled, not timed out: the drone may still run it
+			err = fmt.Errorf("%w; the drone may still execute the command until %s, its deadline, unless a command issued later runs first",
+				err, deadline.Format("15:04:05.000"))
+		} else {
+			err = fmt.Errorf("%w; the drone will not execute the command any more", err)
+		}
+		return Ack{}, err
 	}
 }
 
@@ -521,22 +561,27 @@ func (c *Client) randomID() uint64 {
 }
 
 func (c *Client) sendLocked(msg []byte, kind PacketKind, now time.Time) {
-	if c.cfg.Channel.Send(msg, kind) {
+	c.sendIssuedLocked(msg, kind, now, time.Time{})
+}
+
+func (c *Client) sendIssuedLocked(msg []byte, kind PacketKind, now, issued time.Time) {
+	if c.cfg.Channel.Send(msg, kind, issued) {
 		c.lastSend = now
 	}
 }
 
-// transmitLocked sends a pending command if the session is logged in and schedules its retry.
+// transmitLocked sends a pending command if the session is logged in and its deadline
+// has not passed, and schedules its retry.
 func (c *Client) transmitLocked(p *pendingCommand, now time.Time) {
 	p.next = now.Add(RetryDelay(p.attempts, RequestRetryInitial, RequestRetryMax))
-	if !c.session || !c.loggedIn {
+	if !c.session || !c.loggedIn || now.Sub(p.first) >= p.lifetime {
 		return
 	}
 	p.attempts++
 	if p.attempts > 1 {
 		c.event(Event{Kind: EventCommandRetry, Attempt: p.attempts})
 	}
-	c.sendLocked(AppendCommand(nil, p.id, p.payload), KindCommand, now)
+	c.sendIssuedLocked(AppendCommand(nil, p.id, p.header, p.payload), KindCommand, now, p.first)
 }
 
 // startLoginLocked begins a login with a fresh id (so the drone checks it afresh).
@@ -549,7 +594,9 @@ func (c *Client) startLoginLocked(now time.Time) {
 func (c *Client) sendLoginLocked(now time.Time) {
 	c.loginTries++
 	c.loginNext = now.Add(RetryDelay(c.loginTries-1, RequestRetryInitial, RequestRetryMax))
-	c.sendLocked(AppendLogin(nil, c.loginID, c.cfg.User, c.cfg.Password), KindLogin, now)
+	msg := AppendLogin(nil, c.loginID, c.cfg.User, c.cfg.Password)
+	c.sendLocked(msg, KindLogin, now)
+	crypto.Wipe(msg) // it holds the password; the channel has sealed it
 	c.event(Event{Kind: EventLoginSent, Attempt: c.loginTries})
 }
 
@@ -603,9 +650,11 @@ func (c *Client) handleAck(m *Message, now time.Time) {
 	case AckBusy:
 		return // retransmit later
 	case AckNotLoggedIn:
-		// The drone lost our login (it restarted): log in again, then retransmit.
+		// The drone lost our login (the session is a new one it did not carry the login
+		// over to, or the user's record changed): stop sending commands, log in again,
+		// then retransmit them.
+		c.loggedIn = false
 		if !c.loginWanted {
-			c.loggedIn = false
 			c.startLoginLocked(now)
 		}
 		return

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -204,6 +205,7 @@ type server interface {
 // client is what the suite needs of an operator endpoint of either transport.
 type client interface {
 	Command(ctx context.Context, payload []byte) (app.Ack, error)
+	CommandWith(ctx context.Context, payload []byte, opts app.CommandOptions) (app.Ack, error)
 	SendFrames(frames []byte) error
 	Role() app.Role
 	Err() error
@@ -541,7 +543,9 @@ func TestConformanceAtMostOnce(t *testing.T) {
 					wg.Go(func() {
 						for i := range each {
 							payload := fmt.Sprintf("cmd-%d-%d", s, i)
-							ack, err := alice.Command(context.Background(), []byte(payload))
+							// Independent: four streams in flight at once, each command must run
+							// whatever the order of arrival.
+							ack, err := alice.CommandWith(context.Background(), []byte(payload), app.CommandOptions{Independent: true})
 							switch {
 							case err != nil:
 								errs <- fmt.Errorf("%s: %w", payload, err)
@@ -703,4 +707,167 @@ func TestSurviveShutdownAbortsPendingCommands(t *testing.T) {
 	if c.Err() != nil {
 		t.Fatalf("the client stopped on the shutdown: %v", c.Err())
 	}
+}
+
+// heldCommand is a command payload long enough that its datagrams are the only ones
+// longer than heldCommandSize, on either transport: the path attacker picks them by size.
+var heldCommand = "arm motors " + strings.Repeat("!", 400)
+
+const heldCommandSize = 400
+
+// isHeldCommand selects the operator's datagrams that carry heldCommand.
+func isHeldCommand(_ netip.AddrPort, toTarget bool, b []byte) bool {
+	return toTarget && len(b) > heldCommandSize
+}
+
+// commandsAnswered is how many commands the drone has answered with status s.
+func commandsAnswered(r *rig, s app.AckStatus) uint64 { return r.hooks.Commands[s].Load() }
+
+// #13 finding 1, a command the operator gave up on: an attacker on the path holds back
+// every copy of "arm motors"; the operator reports no acknowledgement and sends "land",
+// which runs; the attacker then releases the held copies. The drone refuses them as late
+// (its own judgement of the command's age against the deadline it carries) and never runs
+// "arm motors".
+func TestConformanceLateCommand(t *testing.T) {
+	eachTransport(t, func(t *testing.T, tr transport) {
+		r := newRig(t, tr, options{impair: &lossproxy.Config{}})
+		alice, err := r.dial("alice", dialOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.proxy.Withhold(isHeldCommand)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if ack, err := alice.Command(ctx, []byte(heldCommand)); err == nil {
+			t.Fatalf("arm answered %v through an attacker who holds it back", ack.Status)
+		} else if !strings.Contains(err.Error(), "will not execute the command any more") {
+			t.Errorf("the operator's report does not say the command is dead: %v", err)
+		}
+		if r.proxy.Withheld() == 0 {
+			t.Fatal("nothing was held back")
+		}
+		if ack := command(t, alice, "land"); ack.Status != app.AckOK {
+			t.Fatalf("land: %v", ack.Status)
+		}
+		late := commandsAnswered(r, app.AckLate)
+		n := r.proxy.Release(nil)
+		t.Logf("released %d copies of arm", n)
+		waitFor(t, "the drone to answer the released copies", func() bool { return commandsAnswered(r, app.AckLate) > late })
+		if got := r.exec.times(heldCommand); got != 0 {
+			t.Fatalf("arm motors executed %d times after the operator gave up on it", got)
+		}
+		if got := commandsAnswered(r, app.AckOK); got != 1 {
+			t.Fatalf("%d commands executed, want 1 (land)", got)
+		}
+	})
+}
+
+// #13 finding 1, order: "arm motors" is held back while the operator, still waiting for
+// it, sends "land", which runs; the held copies are released before arm's deadline. An
+// ordered arm is refused as superseded (never executed after the command that followed
+// it); one the operator marked independent runs.
+func TestConformanceSupersededCommand(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		independent bool
+		want        app.AckStatus
+		runs        int
+	}{{"ordered", false, app.AckSuperseded, 0}, {"independent", true, app.AckOK, 1}} {
+		t.Run(c.name, func(t *testing.T) {
+			eachTransport(t, func(t *testing.T, tr transport) {
+				r := newRig(t, tr, options{impair: &lossproxy.Config{}})
+				alice, err := r.dial("alice", dialOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.proxy.Withhold(isHeldCommand)
+				type result struct {
+					ack app.Ack
+					err error
+				}
+				arm := make(chan result, 1)
+				go func() {
+					ack, err := alice.CommandWith(context.Background(), []byte(heldCommand), app.CommandOptions{Independent: c.independent})
+					arm <- result{ack, err}
+				}()
+				waitFor(t, "arm to be held back", func() bool { return r.proxy.Withheld() > 0 })
+				if ack := command(t, alice, "land"); ack.Status != app.AckOK {
+					t.Fatalf("land: %v", ack.Status)
+				}
+				r.proxy.Release(nil)
+				res := <-arm
+				if res.err != nil || res.ack.Status != c.want {
+					t.Fatalf("arm: %v %v, want %v", res.ack.Status, res.err, c.want)
+				}
+				if got := r.exec.times(heldCommand); got != c.runs {
+					t.Fatalf("arm motors executed %d times, want %d", got, c.runs)
+				}
+			})
+		})
+	}
+}
+
+// #13 finding 4, a refused command stays refused: a pilot's command waits in the queue,
+// the pilot is demoted, the executor refuses it (not_permitted, final for the operator);
+// the pilot is promoted again and a copy of the command an attacker held back arrives on
+// the live session. The drone answers with the stored refusal and never runs it.
+func TestConformanceRefusedCommandStaysRefused(t *testing.T) {
+	eachTransport(t, func(t *testing.T, tr transport) {
+		r := newRig(t, tr, options{impair: &lossproxy.Config{}})
+		alice, err := r.dial("alice", dialOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bob, err := r.dial("bob", dialOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gate, started := make(chan struct{}), make(chan string, 4)
+		r.exec.mu.Lock()
+		r.exec.gate, r.exec.started = gate, started
+		r.exec.mu.Unlock()
+		first := make(chan app.Ack, 1)
+		go func() { ack, _ := alice.Command(context.Background(), []byte("first")); first <- ack }()
+		if p := <-started; p != "first" {
+			t.Fatalf("started %q", p)
+		}
+		// Bob's first copy gets through and queues; the attacker keeps every later one.
+		var copies atomic.Int32
+		r.proxy.Withhold(func(from netip.AddrPort, toTarget bool, b []byte) bool {
+			return isHeldCommand(from, toTarget, b) && copies.Add(1) > 1
+		})
+		checks := r.users.checks("bob")
+		second := make(chan app.Ack, 1)
+		go func() { ack, _ := bob.Command(context.Background(), []byte(heldCommand)); second <- ack }()
+		waitFor(t, "bob's command to reach the drone", func() bool { return r.users.checks("bob") > checks })
+		waitFor(t, "a copy to be held back", func() bool { return r.proxy.Withheld() > 0 })
+		r.users.setRole("bob", app.RoleObserver)
+		close(gate)
+		if ack := <-second; ack.Status != app.AckNotPermitted {
+			t.Fatalf("bob's command: %v, want not_permitted", ack.Status)
+		}
+		r.users.setRole("bob", app.RolePilot)
+		refused := commandsAnswered(r, app.AckNotPermitted)
+		executed := commandsAnswered(r, app.AckOK)
+		answered := func() uint64 {
+			var n uint64
+			for i := range r.hooks.Commands {
+				n += r.hooks.Commands[i].Load()
+			}
+			return n
+		}
+		before := answered()
+		sent := r.proxy.Release(nil)
+		// A repeat of a stored answer is not counted; a new decision is. Wait until the
+		// drone has read the released copies: bob's next command is answered after them.
+		if ack := command(t, bob, "after"); ack.Status != app.AckOK {
+			t.Fatalf("bob's next command: %v", ack.Status)
+		}
+		if got := r.exec.times(heldCommand); got != 0 {
+			t.Fatalf("the refused command executed %d times after %d held copies were released", got, sent)
+		}
+		if a := answered() - before; a != 1 || commandsAnswered(r, app.AckOK) != executed+1 || commandsAnswered(r, app.AckNotPermitted) != refused {
+			t.Fatalf("after the release %d new answers (want 1: bob's next command)", a)
+		}
+	})
 }

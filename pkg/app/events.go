@@ -156,8 +156,13 @@ const (
 	LinkLostKeepalives = 3
 	// LinkLostAfter is the link-lost time with the default keepalive interval.
 	LinkLostAfter = LinkLostKeepalives * KeepaliveInterval
-	// MaxCommandLifetime caps how long an operator retransmits one command.
+	// MaxCommandLifetime caps how long an operator retransmits one command, and so the
+	// lifetime a command may carry: the drone never starts one that is older.
 	MaxCommandLifetime = 30 * time.Second
+	// ClockDriftPPM is the drift, in parts per million, allowed between the operator's and
+	// the drone's clocks when the drone judges a command's age: the age is raised by this
+	// share of the spans each side measured. Quartz clocks drift by tens of ppm.
+	ClockDriftPPM = 1000
 	// DefaultMaxFrameAge: tunnelled frames judged older than this on arrival are dropped
 	// (DropLate), so frames an attacker held back are never delivered as current.
 	DefaultMaxFrameAge = time.Second

@@ -2,6 +2,7 @@ package app
 
 import (
 	"encoding/binary"
+	"math"
 	"strconv"
 	"time"
 )
@@ -10,7 +11,7 @@ import (
 const (
 	MsgLogin       = 1 // operator → drone: id, user name, password
 	MsgLoginResult = 2 // drone → operator: id, status, role
-	MsgCommand     = 3 // operator → drone: id, payload
+	MsgCommand     = 3 // operator → drone: id, flags, sequence, issue time, lifetime, payload
 	MsgAck         = 4 // drone → operator: id, status, payload
 	MsgTelemetry   = 5 // drone → operator: payload
 	MsgKeepalive   = 6 // either way: nothing
@@ -25,8 +26,9 @@ const (
 	LoginHeaderSize = 1 + msgIDSize + 1
 	// LoginResultSize: type, id, status, role.
 	LoginResultSize = 1 + msgIDSize + 1 + 1
-	// CommandHeaderSize: type, id.
-	CommandHeaderSize = 1 + msgIDSize
+	// CommandHeaderSize: type, id, flags, sequence (BE64), issue time (signed BE32
+	// milliseconds of session time), lifetime (BE32 milliseconds).
+	CommandHeaderSize = 1 + msgIDSize + 1 + 8 + 4 + 4
 	// AckHeaderSize: type, id, status.
 	AckHeaderSize = 1 + msgIDSize + 1
 	// TelemetryHeaderSize: type.
@@ -127,9 +129,26 @@ const (
 	AckNotPermitted AckStatus = 2 // the user's role may not command; not executed
 	AckNotLoggedIn  AckStatus = 3 // no login on this session; not executed
 	AckBusy         AckStatus = 4 // the drone could not take it now; not executed, retry
+	// AckLate: not executed, and never will be: it reached the drone (or its turn came)
+	// after its sender's deadline, when the sender may already have reported it failed.
+	AckLate AckStatus = 5
+	// AckSuperseded: not executed, and never will be: a command its sender issued later
+	// (same operator key, not marked independent) was executed first.
+	AckSuperseded AckStatus = 6
+	// AckRestarted: not executed by this run of the drone, and never will be: it was issued
+	// before the drone's current run began, so an earlier run may have executed it. Its
+	// outcome is unknown to the drone.
+	AckRestarted AckStatus = 7
 	// MaxAckStatus is the highest acknowledgement status defined.
-	MaxAckStatus AckStatus = 4
+	MaxAckStatus AckStatus = 7
 )
+
+// Final reports whether the operator stops retransmitting a command on this status.
+// AckBusy and AckNotLoggedIn are not final.
+func (s AckStatus) Final() bool { return s != AckBusy && s != AckNotLoggedIn }
+
+// Executed reports whether the status says the handler ran: AckOK or AckFailed.
+func (s AckStatus) Executed() bool { return s == AckOK || s == AckFailed }
 
 // String names the status for logs and metrics labels.
 func (s AckStatus) String() string {
@@ -144,8 +163,42 @@ func (s AckStatus) String() string {
 		return "not_logged_in"
 	case AckBusy:
 		return "busy"
+	case AckLate:
+		return "late"
+	case AckSuperseded:
+		return "superseded"
+	case AckRestarted:
+		return "restarted"
 	}
 	return "unknown"
+}
+
+// Command flags (the flags byte of a command; undefined bits must be zero).
+const (
+	// CommandIndependent marks a command that is not ordered against its sender's other
+	// commands: it is executed even if a later command of the same operator key already
+	// was, and its execution does not supersede earlier ones.
+	CommandIndependent = 1 << 0
+	// commandFlagsKnown are the flags this version defines.
+	commandFlagsKnown = CommandIndependent
+)
+
+// CommandHeader is what a command carries besides its id and payload: what the drone
+// needs to refuse it when it is late, superseded or from before a restart
+// (docs/PROTOCOL.md section 8.2).
+type CommandHeader struct {
+	Flags byte
+	// Seq orders the commands of one operator key: the sender's wall-clock time of issue in
+	// Unix nanoseconds, strictly increasing within one sender.
+	Seq uint64
+	// Issued is the issue time as a session time: signed milliseconds from the send epoch
+	// of the session the command goes out on (negative if it was issued before that
+	// session was agreed). The channel fills it in as it seals (StampCommand).
+	Issued int32
+	// Lifetime is how long after its issue the sender waits for the acknowledgement, in
+	// milliseconds: once that long has passed the sender may report the command failed, so
+	// the drone never executes it after that.
+	Lifetime uint32
 }
 
 // CloseReason says why a session ended.
@@ -184,6 +237,7 @@ type Message struct {
 	Password []byte // login
 	Payload  []byte // command, ack, telemetry, frames
 	Stamp    uint32 // frames: the sender's session time in milliseconds
+	Command  CommandHeader
 }
 
 // ParseMessage parses one plaintext message into m, checking every length. It allocates
@@ -220,6 +274,12 @@ func ParseMessage(b []byte, m *Message) error {
 			return ErrMalformed
 		}
 		m.ID = binary.BigEndian.Uint64(b[1:])
+		h := b[1+msgIDSize:]
+		m.Command = CommandHeader{Flags: h[0], Seq: binary.BigEndian.Uint64(h[1:]),
+			Issued: int32(binary.BigEndian.Uint32(h[9:])), Lifetime: binary.BigEndian.Uint32(h[13:])}
+		if m.Command.Flags&^commandFlagsKnown != 0 {
+			return ErrMalformed
+		}
 		m.Payload = b[CommandHeaderSize:]
 	case MsgAck:
 		if len(b) < AckHeaderSize {
@@ -270,11 +330,43 @@ func AppendLoginResult(dst []byte, id uint64, status LoginStatus, role Role) []b
 	return append(dst, byte(status), byte(role))
 }
 
-// AppendCommand appends a command.
-func AppendCommand(dst []byte, id uint64, payload []byte) []byte {
+// AppendCommand appends a command. Its issue time is h.Issued; a sender that does not
+// know the session yet leaves it zero and the channel stamps it (StampCommand).
+func AppendCommand(dst []byte, id uint64, h CommandHeader, payload []byte) []byte {
 	dst = append(dst, MsgCommand)
 	dst = binary.BigEndian.AppendUint64(dst, id)
+	dst = append(dst, h.Flags)
+	dst = binary.BigEndian.AppendUint64(dst, h.Seq)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(h.Issued))
+	dst = binary.BigEndian.AppendUint32(dst, h.Lifetime)
 	return append(dst, payload...)
+}
+
+// StampCommand writes a command's issue time as a session time: issuedSinceEpoch is the
+// issue instant minus the send epoch of the session the command goes out on (negative
+// when it was issued first), in whole milliseconds rounded down, so that the receiver's
+// estimate of the command's age is never too small (docs/PROTOCOL.md section 8.2). It
+// does nothing to other messages.
+func StampCommand(msg []byte, issuedSinceEpoch time.Duration) {
+	if len(msg) >= CommandHeaderSize && msg[0] == MsgCommand {
+		binary.BigEndian.PutUint32(msg[1+msgIDSize+1+8:], uint32(issueMillis(issuedSinceEpoch)))
+	}
+}
+
+// issueMillis is a signed session time in milliseconds, rounded towards minus infinity
+// and saturating at the int32 range.
+func issueMillis(d time.Duration) int32 {
+	ms := d.Milliseconds() // rounds towards zero
+	if d < 0 && d%time.Millisecond != 0 {
+		ms--
+	}
+	switch {
+	case ms < math.MinInt32:
+		return math.MinInt32
+	case ms > math.MaxInt32:
+		return math.MaxInt32
+	}
+	return int32(ms)
 }
 
 // AppendAck appends an acknowledgement.
@@ -303,6 +395,21 @@ func AppendClose(dst []byte, reason CloseReason) []byte {
 func AppendFrames(dst []byte, frames []byte) []byte {
 	dst = append(dst, MsgFrames, 0, 0, 0, 0)
 	return append(dst, frames...)
+}
+
+// Stamp fills in the session times of a message as its sender seals it on a session whose
+// send epoch is sendEpoch: a frames message gets now as its session time (StampFrames), a
+// command its issue instant (StampCommand). Other messages are left alone.
+func Stamp(msg []byte, sendEpoch, now, issued time.Time) {
+	if len(msg) == 0 {
+		return
+	}
+	switch msg[0] {
+	case MsgFrames:
+		StampFrames(msg, now.Sub(sendEpoch))
+	case MsgCommand:
+		StampCommand(msg, issued.Sub(sendEpoch))
+	}
 }
 
 // StampFrames writes the sender's session time into a frames message: the time since the

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 	"unsafe"
@@ -54,7 +55,7 @@ func TestStampFrames(t *testing.T) {
 			t.Errorf("StampFrames(%v) = %d, want %d", c.d, got, c.want)
 		}
 	}
-	cmd := AppendCommand(nil, 7, []byte("arm"))
+	cmd := AppendCommand(nil, 7, CommandHeader{}, []byte("arm"))
 	before := bytes.Clone(cmd)
 	StampFrames(cmd, time.Hour)
 	if !bytes.Equal(cmd, before) {
@@ -70,7 +71,7 @@ func appendMessage(dst []byte, m *Message) []byte {
 	case MsgLoginResult:
 		return AppendLoginResult(dst, m.ID, LoginStatus(m.Status), m.Role)
 	case MsgCommand:
-		return AppendCommand(dst, m.ID, m.Payload)
+		return AppendCommand(dst, m.ID, m.Command, m.Payload)
 	case MsgAck:
 		return AppendAck(dst, m.ID, AckStatus(m.Status), m.Payload)
 	case MsgTelemetry:
@@ -108,12 +109,15 @@ func TestMessageRoundTrip(t *testing.T) {
 			[]byte{2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0, 2}},
 		{"login result max status", AppendLoginResult(nil, 3, LoginInternal, RoleNone),
 			Message{Type: MsgLoginResult, ID: 3, Status: byte(LoginInternal), Role: RoleNone}, nil},
-		{"command", AppendCommand(nil, 9, []byte("arm")),
-			Message{Type: MsgCommand, ID: 9, Payload: []byte("arm")},
-			[]byte{3, 0, 0, 0, 0, 0, 0, 0, 9, 'a', 'r', 'm'}},
-		{"command empty", AppendCommand(nil, 0, nil), Message{Type: MsgCommand, Payload: []byte{}}, nil},
-		{"command max", AppendCommand(nil, 1, fill(MaxCommandPayload, 'c')),
-			Message{Type: MsgCommand, ID: 1, Payload: fill(MaxCommandPayload, 'c')}, nil},
+		{"command", AppendCommand(nil, 9, CommandHeader{Flags: CommandIndependent, Seq: 0x0102030405060708,
+			Issued: -2, Lifetime: 30000}, []byte("arm")),
+			Message{Type: MsgCommand, ID: 9, Payload: []byte("arm"), Command: CommandHeader{Flags: CommandIndependent,
+				Seq: 0x0102030405060708, Issued: -2, Lifetime: 30000}},
+			[]byte{3, 0, 0, 0, 0, 0, 0, 0, 9, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0xff, 0xff, 0xff, 0xfe, 0, 0, 0x75, 0x30, 'a', 'r', 'm'}},
+		{"command empty", AppendCommand(nil, 0, CommandHeader{}, nil), Message{Type: MsgCommand, Payload: []byte{}}, nil},
+		{"command max", AppendCommand(nil, 1, CommandHeader{Issued: math.MaxInt32, Lifetime: math.MaxUint32}, fill(MaxCommandPayload, 'c')),
+			Message{Type: MsgCommand, ID: 1, Payload: fill(MaxCommandPayload, 'c'),
+				Command: CommandHeader{Issued: math.MaxInt32, Lifetime: math.MaxUint32}}, nil},
 		{"ack", AppendAck(nil, 10, AckBusy, []byte("r")),
 			Message{Type: MsgAck, ID: 10, Status: byte(AckBusy), Payload: []byte("r")},
 			[]byte{4, 0, 0, 0, 0, 0, 0, 0, 10, 4, 'r'}},
@@ -193,7 +197,9 @@ func TestMessageMalformed(t *testing.T) {
 		{"login result status 255", AppendLoginResult(nil, 1, 255, RoleObserver)},
 		{"login result bad role", AppendLoginResult(nil, 1, LoginOK, RolePilot+1)},
 		{"login result role 255", AppendLoginResult(nil, 1, LoginOK, 255)},
-		{"command short", AppendCommand(nil, 1, nil)[:CommandHeaderSize-1]},
+		{"command short", AppendCommand(nil, 1, CommandHeader{}, nil)[:CommandHeaderSize-1]},
+		{"command unknown flag", AppendCommand(nil, 1, CommandHeader{Flags: 2}, nil)},
+		{"command high flag", AppendCommand(nil, 1, CommandHeader{Flags: 0x80}, nil)},
 		{"command type only", []byte{MsgCommand}},
 		{"ack short", AppendAck(nil, 1, AckOK, nil)[:AckHeaderSize-1]},
 		{"ack bad status", AppendAck(nil, 1, MaxAckStatus+1, nil)},
@@ -203,7 +209,7 @@ func TestMessageMalformed(t *testing.T) {
 		{"close long", append(AppendClose(nil, CloseNormal), 0)},
 		{"close bad reason", AppendClose(nil, MaxCloseReason+1)},
 		{"close reason 255", AppendClose(nil, 255)},
-		{"oversize command", AppendCommand(nil, 1, fill(MaxCommandPayload+1, 'c'))},
+		{"oversize command", AppendCommand(nil, 1, CommandHeader{}, fill(MaxCommandPayload+1, 'c'))},
 		{"oversize ack", AppendAck(nil, 1, AckOK, fill(MaxAckPayload+1, 'a'))},
 		{"oversize telemetry", AppendTelemetry(nil, fill(MaxTelemetryPayload+1, 't'))},
 		{"frames without frames", AppendFrames(nil, nil)},
@@ -226,7 +232,7 @@ func FuzzParseMessage(f *testing.F) {
 	for _, m := range [][]byte{
 		AppendLogin(nil, 1, "alice", []byte("alice-pw")),
 		AppendLoginResult(nil, 1, LoginOK, RolePilot),
-		AppendCommand(nil, 2, []byte("arm")),
+		AppendCommand(nil, 2, CommandHeader{Seq: 5, Issued: 100, Lifetime: 30000}, []byte("arm")),
 		AppendAck(nil, 2, AckOK, []byte("done:arm")),
 		AppendTelemetry(nil, []byte("alt=12.5")),
 		AppendKeepalive(nil),

@@ -21,6 +21,10 @@ type Identity struct {
 	Key crypto.KeyID
 	// Name is the PSK identity of a DTLS session; empty for native sessions.
 	Name string
+	// Fingerprint is how logs name the operator key: its fingerprint in the form
+	// `dronelink fingerprint` prints (crypto.Fingerprint), set by the channel; empty over
+	// DTLS. It is not part of the identity's comparisons (the limiters key by Key).
+	Fingerprint string
 	// Source is set when the identity does not single out one operator: any holder of the
 	// fleet PSK may claim any DTLS PSK identity, so there it is the peer's address, which
 	// the DTLS cookie exchange verified. Login limits are then kept per source address, so
@@ -285,6 +289,12 @@ type Server struct {
 	dedupMu sync.RWMutex
 	dedup   map[dedupKey]*dedup.Cache
 
+	// started is when this run of the drone began: a command issued before it may have
+	// been executed by an earlier run, so it is refused (AckRestarted).
+	started time.Time
+	orderMu sync.Mutex
+	order   map[orderKey]uint64 // per identity: the sequence of the last ordered command executed
+
 	logins     chan loginJob
 	commands   chan commandJob
 	msgPool    sync.Pool // *[]byte of MaxPlaintextSize capacity
@@ -308,9 +318,19 @@ type loginJob struct {
 }
 
 type commandJob struct {
-	sess  *Session
-	cache *dedup.Cache
-	cmd   Command
+	sess    *Session
+	cache   *dedup.Cache
+	cmd     Command
+	header  CommandHeader
+	arrived time.Time
+	left    time.Duration // how long after arrived the command may still start
+}
+
+// orderKey is what commands are ordered by: the authenticated identity (the operator key,
+// or the DTLS PSK identity).
+type orderKey struct {
+	key  crypto.KeyID
+	name string
 }
 
 // NewServer checks the config and builds the application layer of a drone endpoint.
@@ -333,6 +353,8 @@ func NewServer(cfg ServerConfig) (*Server, ServerUpcalls, error) {
 		loginByUser: lu,
 		userCeiling: lc,
 		dedup:       make(map[dedupKey]*dedup.Cache),
+		started:     cfg.Now(),
+		order:       make(map[orderKey]uint64),
 		logins:      make(chan loginJob, DefaultLoginQueue),
 		commands:    make(chan commandJob, DefaultCommandQueue),
 	}
@@ -415,6 +437,7 @@ func (u ServerUpcalls) Receive(sess *Session, plain []byte, now time.Time) {
 	case MsgKeepalive:
 	case MsgLogin:
 		s.handleLogin(sess, &m, now)
+		crypto.Wipe(m.Password) // it lies in the channel's read buffer, which is reused
 	case MsgCommand:
 		s.handleCommand(sess, &m, now)
 	case MsgFrames:
@@ -512,7 +535,7 @@ func (s *Server) refuseLogin(sess *Session, id uint64, user string, from netip.A
 	sess.loginID, sess.loginPending, sess.loginAnswer, sess.loginStatus, sess.loginRole = id, false, false, status, RoleNone
 	sess.loginMu.Unlock()
 	s.cfg.Hooks.Login(status)
-	s.warn.Warn("login refused", s.who(sess, user, from, "result", status.String())...)
+	s.cfg.Logger.Warn("login refused", s.who(sess, user, from, "result", status.String())...)
 	s.loginResult(sess, id, status, RoleNone)
 }
 
@@ -521,6 +544,8 @@ func (s *Server) who(sess *Session, user string, from netip.AddrPort, more ...an
 	args := []any{"user", user}
 	if sess.id.Name != "" {
 		args = append(args, "identity", sess.id.Name)
+	} else if sess.id.Fingerprint != "" {
+		args = append(args, "key", sess.id.Fingerprint)
 	} else {
 		args = append(args, "key", sess.id.Key.String())
 	}
@@ -568,23 +593,22 @@ func (s *Server) loginWorker(ctx context.Context) {
 	}
 }
 
-// handleCommand checks the role, de-duplicates by command id and queues new commands.
+// handleCommand checks the login and role, de-duplicates by command id, refuses a command
+// that is late, superseded or from before this run (docs/PROTOCOL.md section 8.2) and
+// queues the others. Every answer but a repeat is in the audit trail.
 func (s *Server) handleCommand(sess *Session, m *Message, now time.Time) {
 	user, role := s.currentRole(sess)
-	if role != RolePilot {
-		status := AckNotPermitted
-		if role == RoleNone {
-			status = AckNotLoggedIn
-		}
-		s.cfg.Hooks.Command(status)
-		s.warn.Warn("command refused", s.who(sess, user, sess.peer.Addr(), "id", m.ID, "result", status.String())...)
-		s.ack(sess, m.ID, status, nil)
+	if role == RoleNone {
+		s.cfg.Hooks.Command(AckNotLoggedIn)
+		s.cfg.Logger.Warn("command refused", s.who(sess, user, sess.peer.Addr(), "id", idString(m.ID),
+			"result", AckNotLoggedIn.String())...)
+		s.ack(sess, m.ID, AckNotLoggedIn, nil)
 		return
 	}
 	cache := s.dedupFor(dedupKey{sess.id.Key, user})
 	state, status, payload := cache.Begin(m.ID, now)
 	switch state {
-	case dedup.Done: // executed before: acknowledge again, never execute again
+	case dedup.Done: // answered before: acknowledge again, never execute again
 		s.ack(sess, m.ID, AckStatus(status), payload)
 		return
 	case dedup.Running:
@@ -595,17 +619,116 @@ func (s *Server) handleCommand(sess *Session, m *Message, now time.Time) {
 		s.ack(sess, m.ID, AckBusy, nil)
 		return
 	}
-	job := commandJob{sess: sess, cache: cache, cmd: Command{
+	h := m.Command
+	lifetime := min(time.Duration(h.Lifetime)*time.Millisecond, MaxCommandLifetime)
+	age := commandAge(now, sess.created, h.Issued)
+	job := commandJob{sess: sess, cache: cache, header: h, arrived: now, left: lifetime - age, cmd: Command{
 		ID: m.ID, User: user, Role: role, OperatorKey: sess.id.Key, From: sess.peer.Addr(),
 		Payload: append([]byte(nil), m.Payload...),
 	}}
+	refusal := AckOK
+	switch {
+	case role != RolePilot:
+		refusal = AckNotPermitted
+	case issuedBefore(h.Issued, sess.created.Sub(s.started)):
+		refusal = AckRestarted
+	case job.left <= 0:
+		refusal = AckLate
+	case s.superseded(sess.id, h):
+		refusal = AckSuperseded
+	}
+	if refusal != AckOK {
+		s.finishCommand(job, refusal, nil, age)
+		return
+	}
 	select {
 	case s.commands <- job:
 	default:
 		cache.Abort(m.ID)
 		s.cfg.Hooks.Command(AckBusy)
+		s.warn.Warn("command queue full", "user", user)
 		s.ack(sess, m.ID, AckBusy, nil)
 	}
+}
+
+// commandAge is a command's age on arrival, on this side's clock, never below the true
+// age: the time since the session's receive epoch (its creation here, before the
+// response went out) minus the sender's issue time, which counts from the sender's send
+// epoch (its receipt of that response, later), plus the clock-drift allowance
+// (ClockDriftPPM of both spans) (docs/PROTOCOL.md section 8.2).
+func commandAge(now, epoch time.Time, issued int32) time.Duration {
+	since := SinceEpoch(now, epoch)
+	iss := time.Duration(issued) * time.Millisecond
+	drift := (since + iss.Abs()) / (1e6 / ClockDriftPPM)
+	return since - iss + drift
+}
+
+// issuedBefore reports whether a command whose issue time is issued (session time) may have
+// been issued before the drone's run began, gap before the session's receive epoch. A
+// command issued after the sender's send epoch (issued >= 0; that epoch follows the
+// receive epoch) was not. One issued earlier was not if it was issued less than gap before
+// the send epoch, counting clock drift (ClockDriftPPM) against it.
+func issuedBefore(issued int32, gap time.Duration) bool {
+	if issued >= 0 {
+		return false
+	}
+	back := time.Duration(-int64(issued)) * time.Millisecond
+	return back+(back+gap)/(1e6/ClockDriftPPM) >= gap
+}
+
+// superseded reports whether an ordered command of id with header h comes too late in its
+// sender's order: a command with a later sequence number has been executed.
+func (s *Server) superseded(id Identity, h CommandHeader) bool {
+	if h.Flags&CommandIndependent != 0 {
+		return false
+	}
+	s.orderMu.Lock()
+	defer s.orderMu.Unlock()
+	last, ok := s.order[orderKey{id.Key, id.Name}]
+	return ok && h.Seq <= last
+}
+
+// executeOrdered records that an ordered command is about to execute: every command of the
+// same identity with a lower sequence number is superseded from now on.
+func (s *Server) executeOrdered(id Identity, h CommandHeader) {
+	if h.Flags&CommandIndependent != 0 {
+		return
+	}
+	s.orderMu.Lock()
+	k := orderKey{id.Key, id.Name}
+	s.order[k] = max(s.order[k], h.Seq)
+	s.orderMu.Unlock()
+}
+
+// finishCommand stores a command's final answer (so a refused command stays refused and an
+// executed one is never executed again), counts it, writes it to the audit trail and
+// sends the acknowledgement. age is the command's age on arrival, or -1 when it ran.
+func (s *Server) finishCommand(job commandJob, status AckStatus, payload []byte, age time.Duration) {
+	job.cache.Finish(job.cmd.ID, uint8(status), payload)
+	s.cfg.Hooks.Command(status)
+	args := s.who(job.sess, job.cmd.User, job.cmd.From, "id", idString(job.cmd.ID), "seq", job.header.Seq,
+		"size", len(job.cmd.Payload), "result", status.String())
+	level := slog.LevelInfo
+	if !status.Executed() {
+		level = slog.LevelWarn
+		if age >= 0 {
+			args = append(args, "age", age.Round(time.Millisecond), "lifetime", time.Duration(job.header.Lifetime)*time.Millisecond)
+		}
+	}
+	s.cfg.Logger.Log(context.Background(), level, "command", args...)
+	s.ack(job.sess, job.cmd.ID, status, payload)
+}
+
+// idString writes a 64-bit id for the logs as 16 hex digits: a string, so that JSON
+// readers that hold numbers as doubles (jq, JavaScript) do not round it.
+func idString(id uint64) string {
+	const digits = "0123456789abcdef"
+	var b [16]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = digits[id&0xf]
+		id >>= 4
+	}
+	return string(b[:])
 }
 
 // handleFrames hands tunnelled frames to the frames handler if the session is logged in
@@ -715,32 +838,32 @@ func (s *Server) dedupFor(k dedupKey) *dedup.Cache {
 	return c
 }
 
-// commandExecutor runs handlers one at a time, in arrival order.
+// commandExecutor runs handlers one at a time, in arrival order. Right before each it
+// checks again what may have changed while the command waited: the login and role, the
+// session, the deadline and the sender's order. A command refused here is never executed
+// later: its refusal is stored like an acknowledgement.
 func (s *Server) commandExecutor(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case job := <-s.commands:
-			// Queued before a revocation? Check again right before executing. A command
-			// refused here was not executed: its id is forgotten, so a retransmission on a
-			// session that may command (after a rekey, say) can still run it once.
-			var status AckStatus
-			var payload []byte
-			if _, role := s.currentRole(job.sess); role != RolePilot || job.sess.gone.Load() {
-				status = AckNotPermitted
-				job.cache.Abort(job.cmd.ID)
-			} else {
-				status, payload = s.cfg.Handler(ctx, job.cmd)
+			_, role := s.currentRole(job.sess)
+			switch {
+			case role != RolePilot || job.sess.gone.Load():
+				s.finishCommand(job, AckNotPermitted, nil, -1)
+			case SinceEpoch(s.cfg.Now(), job.arrived) >= job.left:
+				s.finishCommand(job, AckLate, nil, -1)
+			case s.superseded(job.sess.id, job.header):
+				s.finishCommand(job, AckSuperseded, nil, -1)
+			default:
+				s.executeOrdered(job.sess.id, job.header)
+				status, payload := s.cfg.Handler(ctx, job.cmd)
 				if len(payload) > MaxAckPayload {
 					payload = payload[:MaxAckPayload]
 				}
-				job.cache.Finish(job.cmd.ID, uint8(status), payload)
+				s.finishCommand(job, status, payload, -1)
 			}
-			s.cfg.Hooks.Command(status)
-			s.cfg.Logger.Info("command", s.who(job.sess, job.cmd.User, job.cmd.From, "id", job.cmd.ID,
-				"size", len(job.cmd.Payload), "result", status.String())...)
-			s.ack(job.sess, job.cmd.ID, status, payload)
 		}
 	}
 }

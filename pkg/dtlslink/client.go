@@ -152,13 +152,13 @@ func (c *Client) install(conn *dtls.Conn, pc *clientConn, started time.Time) {
 
 // Send implements app.ClientChannel: one application message as one DTLS record on the
 // current association.
-func (c *Client) Send(plain []byte, kind link.PacketKind) bool {
+func (c *Client) Send(plain []byte, kind link.PacketKind, issued time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.conn == nil || c.closed {
 		return false
 	}
-	app.StampFrames(plain, time.Since(c.sendEpoch))
+	app.Stamp(plain, c.sendEpoch, time.Now(), issued)
 	c.pc.sendKind.Store(uint32(kind))
 	_, err := c.conn.Write(plain)
 	c.pc.sendKind.Store(noKind)

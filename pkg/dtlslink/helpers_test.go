@@ -221,3 +221,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// testCommand is the header of commands that tests build by hand: issued at the session's
+// epoch, 30 s to live, not ordered against the sender's other commands.
+var testCommand = link.CommandHeader{Flags: link.CommandIndependent, Lifetime: 30000}

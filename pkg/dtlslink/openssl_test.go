@@ -213,10 +213,11 @@ func TestDroneLinkClientToOpenSSL(t *testing.T) {
 				}
 				out := p.output()
 				i := bytes.Index(out, marker)
-				if i < 9 || out[i-9] != link.MsgCommand {
+				if i < link.CommandHeaderSize || out[i-link.CommandHeaderSize] != link.MsgCommand {
 					return
 				}
-				p.stdin.Write(link.AppendAck(nil, beUint64(out[i-8:i]), link.AckOK, []byte("from openssl")))
+				id := out[i-link.CommandHeaderSize+1:]
+				p.stdin.Write(link.AppendAck(nil, beUint64(id[:8]), link.AckOK, []byte("from openssl")))
 			}()
 			ack, err := c.Command(ctx, []byte("set mode GUIDED"))
 			if err != nil || ack.Status != link.AckOK || string(ack.Payload) != "from openssl" {

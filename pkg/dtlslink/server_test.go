@@ -146,7 +146,7 @@ func TestLoginMustMatchIdentity(t *testing.T) {
 		t.Errorf("%d password checks for a mismatched identity", n)
 	}
 	// A command on the association is not executed.
-	conn.Write(link.AppendCommand(nil, 8, []byte("take off")))
+	conn.Write(link.AppendCommand(nil, 8, testCommand, []byte("take off")))
 	if m := readMessage(t, conn, 5*time.Second); m.Type != link.MsgAck || link.AckStatus(m.Status) != link.AckNotLoggedIn {
 		t.Fatalf("answer %+v", m)
 	}
@@ -188,7 +188,7 @@ func TestCommandExecutedOnce(t *testing.T) {
 	if n := d.users.checks.Load(); n != 1 {
 		t.Errorf("%d password checks", n)
 	}
-	cmd := link.AppendCommand(nil, 42, []byte("arm"))
+	cmd := link.AppendCommand(nil, 42, testCommand, []byte("arm"))
 	const copies = 5
 	for range copies {
 		conn.Write(cmd)
@@ -397,12 +397,23 @@ func minimalClientHello() []byte {
 }
 
 // The client sets up a new association and logs in again when the drone forgot the old one
-// (here: the drone restarted on the same port).
+// (here: the drone restarted on the same port). A command issued while the drone was down
+// is answered "restarted", not executed: the drone cannot know whether its earlier run
+// executed it. One issued after the new login runs.
 func TestReconnectAfterDroneRestart(t *testing.T) {
 	d := startDrone(t, nil)
 	cfg := clientConfig(d, "alice")
 	cfg.KeepaliveInterval = 200 * time.Millisecond
+	hooks := &link.Counters{}
+	cfg.Hooks = hooks
+	logins := make(chan struct{}, 4)
+	cfg.OnEvent = func(e link.Event) {
+		if e.Kind == link.EventLoggedIn {
+			logins <- struct{}{}
+		}
+	}
 	c := dial(t, cfg)
+	<-logins
 	if _, err := c.Command(context.Background(), []byte("one")); err != nil {
 		t.Fatal(err)
 	}
@@ -411,14 +422,27 @@ func TestReconnectAfterDroneRestart(t *testing.T) {
 	// the shutdown's close messages never leave.
 	d.srv.sock.Close()
 	d.stop()
+	sent := hooks.Sent[link.KindCommand].Load()
+	type result struct {
+		ack link.Ack
+		err error
+	}
+	pending := make(chan result, 1)
+	go func() {
+		ack, err := c.Command(context.Background(), []byte("two"))
+		pending <- result{ack, err}
+	}()
+	waitFor(t, "the command to go out to the stopped drone", func() bool { return hooks.Sent[link.KindCommand].Load() > sent })
 	d2 := startDrone(t, func(s *ServerConfig) { s.Listen = addr.String() })
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	ack, err := c.Command(ctx, []byte("two"))
+	if r := <-pending; r.err != nil || r.ack.Status != link.AckRestarted {
+		t.Fatalf("a command issued before the restart: %v %v, want restarted", r.ack.Status, r.err)
+	}
+	<-logins
+	ack, err := c.Command(context.Background(), []byte("three"))
 	if err != nil || ack.Status != link.AckOK {
 		t.Fatalf("after restart: %v %v", ack.Status, err)
 	}
-	if got := d2.commands(); !slices.Equal(got, []string{"alice: two"}) {
+	if got := d2.commands(); !slices.Equal(got, []string{"alice: three"}) {
 		t.Fatalf("executed %q", got)
 	}
 }

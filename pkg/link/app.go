@@ -62,6 +62,10 @@ type (
 	Message = app.Message
 	// Command is app.Command.
 	Command = app.Command
+	// CommandHeader is app.CommandHeader.
+	CommandHeader = app.CommandHeader
+	// CommandOptions is app.CommandOptions.
+	CommandOptions = app.CommandOptions
 	// CommandHandler is app.CommandHandler.
 	CommandHandler = app.CommandHandler
 	// SessionInfo is app.SessionInfo.
@@ -102,7 +106,12 @@ const (
 	AckNotPermitted = app.AckNotPermitted
 	AckNotLoggedIn  = app.AckNotLoggedIn
 	AckBusy         = app.AckBusy
-	maxAckStatus    = app.MaxAckStatus
+	AckLate         = app.AckLate
+	AckSuperseded   = app.AckSuperseded
+	AckRestarted    = app.AckRestarted
+	// CommandIndependent is app.CommandIndependent.
+	CommandIndependent = app.CommandIndependent
+	maxAckStatus       = app.MaxAckStatus
 
 	CloseNormal   = app.CloseNormal
 	CloseRevoked  = app.CloseRevoked
@@ -175,8 +184,8 @@ func AppendLoginResult(dst []byte, id uint64, status LoginStatus, role Role) []b
 }
 
 // AppendCommand appends a command (app.AppendCommand).
-func AppendCommand(dst []byte, id uint64, payload []byte) []byte {
-	return app.AppendCommand(dst, id, payload)
+func AppendCommand(dst []byte, id uint64, h CommandHeader, payload []byte) []byte {
+	return app.AppendCommand(dst, id, h, payload)
 }
 
 // AppendAck appends an acknowledgement (app.AppendAck).

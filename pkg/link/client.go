@@ -164,14 +164,14 @@ func newClient(cfg ClientConfig) (*Client, error) {
 }
 
 // Send implements app.ClientChannel: seal msg on the current session and send it.
-func (c *Client) Send(msg []byte, kind PacketKind) bool {
+func (c *Client) Send(msg []byte, kind PacketKind, issued time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.current == nil || c.closed {
 		return false
 	}
 	now := c.cfg.Now()
-	app.StampFrames(msg, now.Sub(c.current.sendEpoch))
+	app.Stamp(msg, c.current.sendEpoch, now, issued)
 	return c.sendLocked(c.current, msg, kind, now)
 }
 

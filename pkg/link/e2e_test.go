@@ -150,7 +150,7 @@ func lossyScenario(t *testing.T, serverConn PacketConn, clientConn func(i int) P
 				for n := range work {
 					payload := fmt.Sprintf("op%d cmd %d", i, n)
 					ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-					ack, err := c.Command(ctx, []byte(payload))
+					ack, err := c.CommandWith(ctx, []byte(payload), CommandOptions{Independent: true}) // several streams in flight
 					cancel()
 					if err != nil {
 						t.Errorf("command %q: %v", payload, err)

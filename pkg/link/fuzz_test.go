@@ -225,7 +225,7 @@ func FuzzParseError(f *testing.F) {
 
 func FuzzParseDataHeader(f *testing.F) {
 	op, _ := fuzzSessionPair(f)
-	sealed, err := op.Seal(nil, AppendCommand(nil, 1, []byte("arm")), time.Now())
+	sealed, err := op.Seal(nil, AppendCommand(nil, 1, testCommand, []byte("arm")), time.Now())
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -392,7 +392,7 @@ func fuzzSealedTraffic(t testing.TB) (toDrone, toOp map[string][]byte) {
 		into[string(pkt)] = pt
 	}
 	seal(op, toDrone, AppendLogin(nil, 1, "alice", []byte("alice-pw")))
-	seal(op, toDrone, AppendCommand(nil, 2, []byte("arm")))
+	seal(op, toDrone, AppendCommand(nil, 2, testCommand, []byte("arm")))
 	seal(op, toDrone, AppendKeepalive(nil))
 	seal(op, toDrone, AppendClose(nil, CloseNormal))
 	seal(drone, toOp, AppendLoginResult(nil, 1, LoginOK, RolePilot))

@@ -345,7 +345,7 @@ func TestNoTelemetryWithoutLogin(t *testing.T) {
 	_ = alice
 	o := rawHandshake(t, f, bobAddr, InitiatorConfig{PSK: testPSK, OperatorKey: testOp2, DronePublic: &testDrone.PublicKey}, 0)
 	// The command confirms the session (the drone may now send on it): it is answered, not run.
-	o.send(t, AppendCommand(nil, 1, []byte("disarm")))
+	o.send(t, AppendCommand(nil, 1, testCommand, []byte("disarm")))
 	if ack := o.readUntilAck(t, 1); AckStatus(ack.Status) != AckNotLoggedIn {
 		t.Fatalf("command without a login: ack %v", AckStatus(ack.Status))
 	}
@@ -373,7 +373,7 @@ func TestNoTelemetryWithoutLogin(t *testing.T) {
 				t.Errorf("sent %d telemetry datagrams (%d counted), want %d: alice's only", n, f.hooks.Sent[KindTelemetry].Load()-sent, tc.n)
 			}
 			id := uint64(10 + i)
-			o.send(t, AppendCommand(nil, id, []byte("probe")))
+			o.send(t, AppendCommand(nil, id, testCommand, []byte("probe")))
 			o.readUntilAck(t, id)
 			want += int64(tc.n)
 			waitFor(t, "alice's telemetry", func() bool { return got.Load() >= want })
@@ -816,7 +816,7 @@ func TestCommandBusyWhenQueueFull(t *testing.T) {
 	const total = DefaultCommandQueue + 10
 	received := f.hooks.Received[KindCommand].Load()
 	for id := uint64(100); id < 100+total; id++ {
-		o.send(t, AppendCommand(nil, id, fmt.Appendf(nil, "cmd %d", id)))
+		o.send(t, AppendCommand(nil, id, testCommand, fmt.Appendf(nil, "cmd %d", id)))
 	}
 	waitFor(t, "the drone to read every command", func() bool { return f.hooks.Received[KindCommand].Load()-received == total })
 	busy := f.hooks.Commands[AckBusy].Load()
@@ -872,13 +872,13 @@ func TestCommandBusyWhenQueueFull(t *testing.T) {
 	execs.check(t, total-int(busy))
 	// The busy ones were forgotten: their retransmissions run, once each.
 	for _, id := range busyIDs {
-		o.send(t, AppendCommand(nil, id, fmt.Appendf(nil, "cmd %d", id)))
+		o.send(t, AppendCommand(nil, id, testCommand, fmt.Appendf(nil, "cmd %d", id)))
 		if m := readAck(); m.ID != id || AckStatus(m.Status) != AckOK {
 			t.Fatalf("retransmitted busy command %d: ack %d %v", id, m.ID, AckStatus(m.Status))
 		}
 	}
 	// A command that ran is answered again, not run again.
-	o.send(t, AppendCommand(nil, 100, []byte("cmd 100")))
+	o.send(t, AppendCommand(nil, 100, testCommand, []byte("cmd 100")))
 	if m := readAck(); m.ID != 100 || AckStatus(m.Status) != AckOK {
 		t.Fatalf("retransmission of command 100: ack %d %v", m.ID, AckStatus(m.Status))
 	}

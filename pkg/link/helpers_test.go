@@ -435,3 +435,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// testCommand is the header of commands that tests build by hand: issued at the session's
+// epoch, 30 s to live, not ordered against the sender's other commands.
+var testCommand = CommandHeader{Flags: CommandIndependent, Lifetime: 30000}

@@ -213,7 +213,7 @@ func TestNoFramesWithoutLogin(t *testing.T) {
 	var got atomic.Int64
 	f := newFakeRig(t, func(c *ServerConfig) { c.OnFrames = func(app.FrameSender, []byte) { got.Add(1) } })
 	o := rawHandshake(t, f, bobAddr, InitiatorConfig{PSK: testPSK, OperatorKey: testOp2, DronePublic: &testDrone.PublicKey}, 0)
-	o.send(t, AppendCommand(nil, 1, []byte("confirm")))
+	o.send(t, AppendCommand(nil, 1, testCommand, []byte("confirm")))
 	if ack := o.readUntilAck(t, 1); AckStatus(ack.Status) != AckNotLoggedIn {
 		t.Fatalf("command without a login: ack %v", AckStatus(ack.Status))
 	}

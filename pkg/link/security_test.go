@@ -212,7 +212,7 @@ func TestLoginCarryOverNeedsResumeTag(t *testing.T) {
 			if o.resp.Flags&FlagLoginCarried != 0 {
 				t.Errorf("the response carries alice's login over (flags %#x)", o.resp.Flags)
 			}
-			ack := o.request(AppendCommand(nil, uint64(0xbad0+i), []byte("disarm")), MsgAck)
+			ack := o.request(AppendCommand(nil, uint64(0xbad0+i), testCommand, []byte("disarm")), MsgAck)
 			if AckStatus(ack.Status) != AckNotLoggedIn {
 				t.Errorf("attacker's command: ack %v, want %v", AckStatus(ack.Status), AckNotLoggedIn)
 			}
@@ -263,7 +263,7 @@ func TestLoginCarryOverNeedsResumeTag(t *testing.T) {
 		if o.resp.Flags&FlagLoginCarried == 0 {
 			t.Fatalf("the right resume tag did not carry the login (flags %#x)", o.resp.Flags)
 		}
-		if ack := o.request(AppendCommand(nil, 0xc0de, []byte("hover")), MsgAck); AckStatus(ack.Status) != AckOK {
+		if ack := o.request(AppendCommand(nil, 0xc0de, testCommand, []byte("hover")), MsgAck); AckStatus(ack.Status) != AckOK {
 			t.Fatalf("command on the rekeyed session: ack %v", AckStatus(ack.Status))
 		}
 		f.execs.check(t, executed+1)

@@ -70,7 +70,7 @@ func TestLossySoak(t *testing.T) {
 				for k := 0; time.Now().Before(deadline); k++ {
 					payload := fmt.Sprintf("%s worker %d command %d", op, w, k)
 					ctx, cancel := context.WithTimeout(context.Background(), MaxCommandLifetime)
-					ack, err := c.Command(ctx, []byte(payload))
+					ack, err := c.CommandWith(ctx, []byte(payload), CommandOptions{Independent: true}) // several streams in flight
 					cancel()
 					if err != nil || ack.Status != AckOK {
 						failed.Add(1)

@@ -164,11 +164,11 @@ func TestWireLayoutConstants(t *testing.T) {
 
 		{"LoginHeaderSize", LoginHeaderSize, 10},
 		{"LoginResultSize", LoginResultSize, 11},
-		{"CommandHeaderSize", CommandHeaderSize, 9},
+		{"CommandHeaderSize", CommandHeaderSize, 26},
 		{"AckHeaderSize", AckHeaderSize, 10},
 		{"TelemetryHeaderSize", TelemetryHeaderSize, 1},
 		{"CloseSize", CloseSize, 2},
-		{"MaxCommandPayload", MaxCommandPayload, 1168},
+		{"MaxCommandPayload", MaxCommandPayload, 1151},
 		{"MaxAckPayload", MaxAckPayload, 1167},
 		{"MaxTelemetryPayload", MaxTelemetryPayload, 1176},
 	} {
@@ -531,7 +531,7 @@ func TestWireDataBytes(t *testing.T) {
 		counter   []byte
 	}{
 		{AppendKeepalive(nil), []byte{0, 0, 0, 0}},
-		{AppendCommand(nil, 7, []byte("arm")), []byte{0, 0, 0, 1}},
+		{AppendCommand(nil, 7, testCommand, []byte("arm")), []byte{0, 0, 0, 1}},
 		{AppendTelemetry(nil, wireFill(MaxTelemetryPayload, 't')), []byte{0, 0, 0, 2}},
 	} {
 		pkt, err := a.Seal([]byte("p"), c.plaintext, now)

@@ -1,0 +1,139 @@
+package app
+
+import (
+	"encoding/binary"
+	"math"
+	"testing"
+	"time"
+)
+
+func TestStampCommand(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		want int32
+	}{
+		{0, 0}, {999 * time.Microsecond, 0}, {time.Millisecond, 1}, {90 * time.Second, 90000},
+		// Before the epoch the time is rounded down, towards the past: the command must not
+		// look younger than it is.
+		{-time.Microsecond, -1}, {-time.Millisecond, -1}, {-1001 * time.Microsecond, -2}, {-30 * time.Second, -30000},
+		{50 * 24 * time.Hour, math.MaxInt32}, {-50 * 24 * time.Hour, math.MinInt32},
+	} {
+		msg := AppendCommand(nil, 7, CommandHeader{Seq: 1, Lifetime: 5}, []byte("arm"))
+		StampCommand(msg, c.d)
+		var m Message
+		if err := ParseMessage(msg, &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Command.Issued != c.want || m.Command.Seq != 1 || m.Command.Lifetime != 5 || string(m.Payload) != "arm" {
+			t.Errorf("StampCommand(%v): %+v %q, want issued %d", c.d, m.Command, m.Payload, c.want)
+		}
+	}
+}
+
+func TestStampTouchesOnlyItsMessages(t *testing.T) {
+	epoch := time.Now()
+	now, issued := epoch.Add(1500*time.Millisecond), epoch.Add(-250*time.Millisecond)
+	frames := AppendFrames(nil, []byte{0xfd})
+	Stamp(frames, epoch, now, issued)
+	if got := binary.BigEndian.Uint32(frames[1:]); got != 1500 {
+		t.Errorf("frames stamped %d, want 1500 (now)", got)
+	}
+	cmd := AppendCommand(nil, 1, CommandHeader{}, nil)
+	Stamp(cmd, epoch, now, issued)
+	var m Message
+	if err := ParseMessage(cmd, &m); err != nil || m.Command.Issued != -250 {
+		t.Errorf("command stamped %d (%v), want -250 (issued)", m.Command.Issued, err)
+	}
+	for _, msg := range [][]byte{AppendKeepalive(nil), AppendAck(nil, 1, AckOK, []byte("x")), AppendLogin(nil, 1, "a", []byte("pw")), nil} {
+		before := string(msg)
+		Stamp(msg, epoch, now, issued)
+		if string(msg) != before {
+			t.Errorf("Stamp changed % x", before)
+		}
+	}
+}
+
+// TestCommandAgeNeverTooSmall: whatever the link delays and however the operator's issue
+// instant lies against the session's epochs, the drone's estimate is at least the true
+// age (a simple model: drone epoch D, operator send epoch S >= D, issue I, arrival A).
+func TestCommandAgeNeverTooSmall(t *testing.T) {
+	base := time.Now()
+	for _, c := range []struct {
+		name                      string
+		sendEpoch, issue, arrival time.Duration // after the drone's epoch
+	}{
+		{"at once", 0, 0, 0},
+		{"issued after the session", 40 * time.Millisecond, 2 * time.Second, 2050 * time.Millisecond},
+		{"issued before the session", 3 * time.Second, time.Second, 3100 * time.Millisecond},
+		{"held back 2 minutes", 10 * time.Millisecond, 20 * time.Millisecond, 2 * time.Minute},
+		{"slow handshake", 5 * time.Second, 5 * time.Second, 5 * time.Second},
+		{"sub-millisecond", 300 * time.Microsecond, 1700 * time.Microsecond, 1900 * time.Microsecond},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var issued int32
+			msg := AppendCommand(nil, 1, CommandHeader{}, nil)
+			StampCommand(msg, c.issue-c.sendEpoch)
+			issued = int32(binary.BigEndian.Uint32(msg[1+msgIDSize+1+8:]))
+			got := commandAge(base.Add(c.arrival), base, issued)
+			if want := c.arrival - c.issue; got < want {
+				t.Errorf("age %v, true age %v", got, want)
+			}
+			if want := c.arrival - c.issue + c.sendEpoch + time.Millisecond + c.arrival/1000 + c.issue/1000 + c.sendEpoch/1000; got > want {
+				t.Errorf("age %v, more than the handshake's delay and drift above the true age (%v)", got, want)
+			}
+		})
+	}
+}
+
+func TestIssuedBefore(t *testing.T) {
+	for _, c := range []struct {
+		issued int32
+		gap    time.Duration // from the drone's start to the session's receive epoch
+		want   bool
+	}{
+		{0, 0, false},             // issued at the send epoch, after the start
+		{5000, 0, false},          // issued after the session was agreed
+		{-1, 0, true},             // a command from before a session agreed at the start
+		{-1000, time.Hour, false}, // long after the start
+		{-1000, 1000 * time.Millisecond, true},
+		{-1000, 1002 * time.Millisecond, true}, // within the drift allowance: refused
+		{-1000, 1010 * time.Millisecond, false},
+		{math.MinInt32, 24 * time.Hour, true},
+	} {
+		if got := issuedBefore(c.issued, c.gap); got != c.want {
+			t.Errorf("issuedBefore(%d, %v) = %v, want %v", c.issued, c.gap, got, c.want)
+		}
+	}
+}
+
+func TestAckStatusMeaning(t *testing.T) {
+	for _, c := range []struct {
+		s               AckStatus
+		name            string
+		final, executed bool
+	}{
+		{AckOK, "ok", true, true},
+		{AckFailed, "failed", true, true},
+		{AckNotPermitted, "not_permitted", true, false},
+		{AckNotLoggedIn, "not_logged_in", false, false},
+		{AckBusy, "busy", false, false},
+		{AckLate, "late", true, false},
+		{AckSuperseded, "superseded", true, false},
+		{AckRestarted, "restarted", true, false},
+	} {
+		if c.s.String() != c.name || c.s.Final() != c.final || c.s.Executed() != c.executed {
+			t.Errorf("%d: %s final=%v executed=%v, want %s %v %v", c.s, c.s, c.s.Final(), c.s.Executed(), c.name, c.final, c.executed)
+		}
+	}
+	if MaxAckStatus != AckRestarted || (MaxAckStatus+1).String() != "unknown" {
+		t.Error("MaxAckStatus is not the last status")
+	}
+}
+
+func TestIDString(t *testing.T) {
+	for id, want := range map[uint64]string{0: "0000000000000000", 1<<53 + 1: "0020000000000001", math.MaxUint64: "ffffffffffffffff"} {
+		if got := idString(id); got != want {
+			t.Errorf("idString(%d) = %s, want %s", id, got, want)
+		}
+	}
+}
