@@ -45,8 +45,8 @@ type Config struct {
 func (c *Config) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Transport, "transport", TransportNative, "link protocol `native|dtls`: native is the dronelink protocol, dtls is DTLS 1.2 with the fleet PSK (for OpenSSL or mbedTLS peers; needs no --key)")
 	fs.StringVar(&c.Listen, "listen", DefaultListen, "UDP `HOST:PORT` to serve operators on")
-	fs.StringVar(&c.KeyPath, "key", "", "drone private key `PATH` (PEM, PKCS#8, mode 0600; not used with --transport dtls)")
-	fs.StringVar(&c.PSKPath, "psk", "", "fleet pre-shared key `PATH` (64 hex digits, mode 0600)")
+	fs.StringVar(&c.KeyPath, "key", "", "drone private key `PATH` (PEM, PKCS#8, mode 0600: refused if group or others can access it; not used with --transport dtls)")
+	fs.StringVar(&c.PSKPath, "psk", "", "fleet pre-shared key `PATH` (64 hex digits, mode 0600: refused if group or others can access it)")
 	fs.StringVar(&c.UsersPath, "users", "", "user database `PATH` (reloaded on SIGHUP and when it changes)")
 	fs.StringVar(&c.Forward, "forward", "", "hand each executed command's payload as one UDP datagram to `HOST:PORT`")
 	fs.StringVar(&c.TelemetryIn, "telemetry-in", "", "read telemetry datagrams from local applications on UDP `HOST:PORT`")

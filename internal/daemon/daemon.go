@@ -148,14 +148,14 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	d := &daemon{cfg: cfg, log: slog.New(handler), out: stdout}
 	dtlsMode := cfg.Transport == TransportDTLS
 
+	// The loaders refuse a key or PSK file that group or others may access (like ssh),
+	// with one line naming the file, its mode and the chmod to run.
 	var key *rsa.PrivateKey
 	var err error
-	files := []string{cfg.PSKPath, cfg.UsersPath}
 	if !dtlsMode {
 		if key, err = crypto.LoadPrivateKey(cfg.KeyPath); err != nil {
 			return err
 		}
-		files = append(files, cfg.KeyPath)
 	}
 	psk, err := crypto.LoadPSK(cfg.PSKPath)
 	if err != nil {
@@ -166,10 +166,10 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		return fmt.Errorf("user database: %w", err)
 	}
 	d.users.Store(db)
-	for _, p := range files {
-		if err := crypto.InsecurePermissions(p); err != nil {
-			d.log.Warn("insecure file permissions", "problem", err.Error())
-		}
+	// The user database holds no secret, only argon2id hashes and public keys: open to
+	// group or others it is still loaded, with a warning.
+	if err := crypto.InsecurePermissions(cfg.UsersPath); err != nil {
+		d.log.Warn("insecure file permissions", "problem", err.Error())
 	}
 	if cfg.CheckConfig {
 		if dtlsMode {
