@@ -600,7 +600,7 @@ func TestForwardAndCheckConfig(t *testing.T) {
 	conf := f.path("dronelinkd.toml")
 	os.WriteFile(conf, fmt.Appendf(nil, "key = %q\npsk = %q\nusers = %q\nforward = %q\n",
 		f.path("drone.key"), f.path("psk"), f.path("users"), sink.LocalAddr().String()), 0o600)
-	r := run(t, "", "dronelinkd", "--config", conf, "--check-config")
+	r := run(t, "", "dronelinkd", "--config", conf, "--listen", "127.0.0.1:0", "--check-config")
 	if r.code != 0 || !strings.Contains(r.stdout, "configuration ok") {
 		t.Fatalf("check-config: %d %q %q", r.code, r.stdout, r.stderr)
 	}

@@ -54,7 +54,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 them (fleet PSK, operator RSA key, user password), executes each command at most once,
 prints it to standard output ("USER: MESSAGE"), acknowledges it, and streams telemetry to
 logged-in operators. Every flag can also be set in the TOML file given by --config (keys are
-the flag names); flags on the command line win.
+the flag names); flags on the command line win. A bad value in the file is named by file
+and key (exit 1); a bad flag is a usage error (exit 2).
 
 With --transport dtls it speaks standard DTLS 1.2 with a pre-shared key instead (for ground
 stations built on OpenSSL or mbedTLS): PSK = the fleet PSK, PSK identity = the user name,
@@ -76,12 +77,13 @@ error, 2 usage error.`,
 		SilenceUsage:  true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.ConfigPath != "" {
-				if err := applyFile(cmd.Flags(), cfg.ConfigPath); err != nil {
+				if err := cfg.applyFile(cmd.Flags(), cfg.ConfigPath); err != nil {
 					return err
 				}
 			}
 			if err := cfg.validate(); err != nil {
-				usageErr = true
+				// A bad flag is a usage error (2); a bad value in the config file is not.
+				usageErr = isUsageError(err)
 				return err
 			}
 			return run(ctx, &cfg, stdout, stderr)
@@ -154,16 +156,16 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	var err error
 	if !dtlsMode {
 		if key, err = crypto.LoadPrivateKey(cfg.KeyPath); err != nil {
-			return err
+			return cfg.from("key", err)
 		}
 	}
 	psk, err := crypto.LoadPSK(cfg.PSKPath)
 	if err != nil {
-		return err
+		return cfg.from("psk", err)
 	}
 	db, err := userdb.Load(cfg.UsersPath)
 	if err != nil {
-		return fmt.Errorf("user database: %w", err)
+		return cfg.from("users", fmt.Errorf("user database: %w", err))
 	}
 	d.users.Store(db)
 	// The user database holds no secret, only argon2id hashes and public keys: open to
@@ -172,6 +174,9 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		d.log.Warn("insecure file permissions", "problem", err.Error())
 	}
 	if cfg.CheckConfig {
+		if err := cfg.checkAddresses(); err != nil {
+			return err
+		}
 		if dtlsMode {
 			fmt.Fprintf(stdout, "configuration ok: transport dtls, %d users\n", db.Len())
 		} else {
@@ -182,7 +187,7 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 
 	conn, err := listenUDP(cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", cfg.Listen, unwrapSyscall(err))
+		return &bindError{setting: cfg.setting("listen"), network: "udp", addr: cfg.Listen, err: err}
 	}
 	var telemetryConn *net.UDPConn
 	if cfg.TelemetryIn != "" {
@@ -192,7 +197,7 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		}
 		if err != nil {
 			conn.Close()
-			return fmt.Errorf("cannot listen for telemetry on %s: %w", cfg.TelemetryIn, unwrapSyscall(err))
+			return &bindError{setting: cfg.setting("telemetry-in"), network: "udp", addr: cfg.TelemetryIn, err: err}
 		}
 		defer telemetryConn.Close()
 	}
@@ -336,7 +341,7 @@ func (d *daemon) openTunnel() (*net.UDPConn, *tunnel.Drone, error) {
 			return nil, nil, fmt.Errorf("cannot open the MAVLink socket towards %s: %w", d.cfg.MavlinkTo, unwrapSyscall(err))
 		}
 	} else if cfg.Conn, err = listenUDP(d.cfg.MavlinkListen); err != nil {
-		return nil, nil, fmt.Errorf("cannot listen for MAVLink on %s: %w", d.cfg.MavlinkListen, unwrapSyscall(err))
+		return nil, nil, &bindError{setting: d.cfg.setting("mavlink-listen"), network: "udp", addr: d.cfg.MavlinkListen, err: err}
 	}
 	if a := cfg.Conn.LocalAddr().(*net.UDPAddr); !a.IP.IsLoopback() {
 		d.log.Warn("the MAVLink socket is reachable beyond this computer: whoever can send to it can pose as the autopilot",

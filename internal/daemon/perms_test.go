@@ -43,8 +43,8 @@ func TestInsecureFilePermissions(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	native := []string{"--key", keyPath, "--psk", pskPath, "--users", usersPath, "--check-config"}
-	dtls := []string{"--transport", "dtls", "--psk", pskPath, "--users", usersPath, "--check-config"}
+	native := []string{"--listen", "127.0.0.1:0", "--key", keyPath, "--psk", pskPath, "--users", usersPath, "--check-config"}
+	dtls := []string{"--listen", "127.0.0.1:0", "--transport", "dtls", "--psk", pskPath, "--users", usersPath, "--check-config"}
 	for _, tc := range []struct {
 		name    string
 		args    []string
