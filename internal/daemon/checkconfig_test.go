@@ -77,6 +77,7 @@ func TestConfigFileValueErrors(t *testing.T) {
 		{"replay-window", `"many"`, `invalid value "many": want an integer`},
 		{"max-sessions", `-1`, `invalid value -1: want 0 to 60000`},
 		{"mavlink-agg", `"2s"`, `invalid value 2s: want 0 to 1s`},
+		{"forward-wait", `"-5ms"`, `invalid value -5ms: want 0 to 1s`},
 		{"mavlink-max-age", `"forever"`, `invalid value "forever": want a duration such as 500ms or 2s`},
 		{"reload-interval", `"10ms"`, `invalid value 10ms: want at least 100ms`},
 		{"check-config", `true`, `cannot be set in the config file`},

@@ -26,6 +26,7 @@ type Config struct {
 	PSKPath        string
 	UsersPath      string
 	Forward        string
+	ForwardWait    time.Duration
 	TelemetryIn    string
 	MavlinkListen  string
 	MavlinkTo      string
@@ -90,7 +91,8 @@ func (c *Config) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.KeyPath, "key", "", "drone private key `PATH` (PEM, PKCS#8, mode 0600: refused if group or others can access it; not used with --transport dtls)")
 	fs.StringVar(&c.PSKPath, "psk", "", "fleet pre-shared key `PATH` (64 hex digits, mode 0600: refused if group or others can access it)")
 	fs.StringVar(&c.UsersPath, "users", "", "user database `PATH` (reloaded on SIGHUP and when it changes)")
-	fs.StringVar(&c.Forward, "forward", "", "hand each executed command's payload as one UDP datagram to `HOST:PORT`")
+	fs.StringVar(&c.Forward, "forward", "", "hand each executed command's payload as one UDP datagram to `HOST:PORT`; the command is acknowledged \"ok\" only if the kernel took it and reported no refusal (ICMP unreachable) within --forward-wait, else \"failed\"")
+	fs.DurationVar(&c.ForwardWait, "forward-wait", DefaultForwardWait, "with --forward: how long each forward waits for the kernel to report the datagram refused before the command counts as executed (0 to 1s; 0: only a refusal that has already arrived)")
 	fs.StringVar(&c.TelemetryIn, "telemetry-in", "", "read telemetry datagrams from local applications on UDP `HOST:PORT`")
 	fs.StringVar(&c.MavlinkListen, "mavlink-listen", "", "MAVLink tunnel: bind UDP `HOST:PORT` for the autopilot or mavlink-router; frames for it go to the most recent sender")
 	fs.StringVar(&c.MavlinkTo, "mavlink-to", "", "MAVLink tunnel: the autopilot's fixed UDP `HOST:PORT`; frames go there and only its datagrams are taken")
@@ -230,6 +232,9 @@ func (c *Config) validate() error {
 		err := &configError{msg: fmt.Sprintf("give only one of %s and %s", c.setting("mavlink-listen"), c.setting("mavlink-to")),
 			inFile: c.fromFile["mavlink-listen"] || c.fromFile["mavlink-to"]}
 		return err
+	}
+	if c.ForwardWait < 0 || c.ForwardWait > time.Second {
+		return c.invalid("forward-wait", "value", c.ForwardWait.String(), "want 0 to 1s")
 	}
 	if c.MavlinkAgg < 0 || c.MavlinkAgg > time.Second {
 		return c.invalid("mavlink-agg", "value", c.MavlinkAgg.String(), "want 0 to 1s")

@@ -49,7 +49,8 @@ reload-interval = "2s"
 	}
 	want := Config{Transport: "native", Listen: "127.0.0.1:7000", KeyPath: "/etc/dronelink/drone.key", PSKPath: "/etc/dronelink/fleet.psk",
 		UsersPath: "/var/lib/dronelink/users", TelemetryIn: "127.0.0.1:14550", LogFormat: "json", LogLevel: "info",
-		ReplayWindow: 4096, ReloadInterval: 2 * time.Second, MavlinkAgg: 20 * time.Millisecond, MavlinkMaxAge: time.Second}
+		ReplayWindow: 4096, ReloadInterval: 2 * time.Second, MavlinkAgg: 20 * time.Millisecond, MavlinkMaxAge: time.Second,
+		ForwardWait: DefaultForwardWait}
 	// The flag won over the file: only the keys the file set count as from the file.
 	if c.fromFile["listen"] || !c.fromFile["key"] || !c.fromFile["replay-window"] || c.fromFile["log-format"] {
 		t.Errorf("settings from the file: %v", c.fromFile)

@@ -57,6 +57,14 @@ logged-in operators. Every flag can also be set in the TOML file given by --conf
 the flag names); flags on the command line win. A bad value in the file is named by file
 and key (exit 1); a bad flag is a usage error (exit 2).
 
+With --forward HOST:PORT it also hands each command's payload, as one UDP datagram, to a
+local application (the autopilot bridge). The acknowledgement "ok" then means: the command
+was printed, and the kernel took its datagram and reported no refusal of it (ICMP port,
+host or network unreachable) within --forward-wait (20ms); a refused datagram is "failed"
+("forward refused: connection refused"), every time. It does not mean the application read
+the datagram or the autopilot acted on it: UDP cannot tell. Without --forward, "ok" means
+the command was printed to standard output.
+
 With --transport dtls it speaks standard DTLS 1.2 with a pre-shared key instead (for ground
 stations built on OpenSSL or mbedTLS): PSK = the fleet PSK, PSK identity = the user name,
 then the same password login, commands and telemetry. There is no drone key (--key is not
@@ -116,7 +124,7 @@ type daemon struct {
 	outMu  sync.Mutex
 	users  atomic.Pointer[userdb.DB]
 	server linkServer
-	fwd    *net.UDPConn // nil without --forward
+	fwd    *forwarder // nil without --forward
 }
 
 // tunnelOn says whether the MAVLink tunnel is configured.
@@ -202,10 +210,7 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		defer telemetryConn.Close()
 	}
 	if cfg.Forward != "" {
-		addr, err := net.ResolveUDPAddr("udp", cfg.Forward)
-		if err == nil {
-			d.fwd, err = net.DialUDP("udp", nil, addr)
-		}
+		d.fwd, err = newForwarder(cfg.Forward, cfg.ForwardWait, d.lateRefusal)
 		if err != nil {
 			conn.Close()
 			return fmt.Errorf("cannot forward to %s: %w", cfg.Forward, unwrapSyscall(err))
@@ -404,19 +409,30 @@ func (p passwordChecker) UserRole(user string) (link.Role, link.LoginStatus) {
 	return p.db.Load().UserRole(user)
 }
 
-// execute is the command handler: print, forward, acknowledge.
+// execute is the command handler: print, forward, acknowledge. With --forward the
+// acknowledgement is "ok" only if the kernel took this command's datagram and reported no
+// refusal of it within --forward-wait (see forwarder); otherwise "failed", with the reason.
 func (d *daemon) execute(_ context.Context, cmd link.Command) (link.AckStatus, []byte) {
 	text := printable(cmd.Payload)
 	d.outMu.Lock()
 	fmt.Fprintf(d.out, "%s %s: %s\n", time.Now().UTC().Format(time.RFC3339), cmd.User, text)
 	d.outMu.Unlock()
 	if d.fwd != nil {
-		if _, err := d.fwd.Write(cmd.Payload); err != nil {
-			d.log.Error("forward failed", "user", cmd.User, "id", cmd.ID, "err", err)
-			return link.AckFailed, []byte("forward failed")
+		if err := d.fwd.forward(cmd.Payload); err != nil {
+			d.log.Error("forward failed", "user", cmd.User, "id", cmd.ID, "forward", d.fwd.conn.RemoteAddr().String(), "err", unwrapSyscall(err))
+			if re, ok := errors.AsType[*refusedError](err); ok {
+				return link.AckFailed, []byte(re.Error())
+			}
+			return link.AckFailed, []byte("forward failed: " + unwrapSyscall(err).Error())
 		}
 	}
 	return link.AckOK, []byte("executed: " + text)
+}
+
+// lateRefusal logs a refusal of a forwarded datagram that arrived after its command was
+// acknowledged "ok" (later than --forward-wait).
+func (d *daemon) lateRefusal(err error) {
+	d.log.Warn("a forwarded command was refused after its acknowledgement; consider a longer --forward-wait", "err", err)
 }
 
 // batchBroadcaster is a linkServer that can send many telemetry payloads in one go
