@@ -18,10 +18,9 @@ import (
 
 // target is a UDP port on loopback that can be listened on and closed again.
 type target struct {
-	t     *testing.T
-	addr  string
-	sink  net.PacketConn // nil while nothing listens
-	inbox []string
+	t    *testing.T
+	addr string
+	sink net.PacketConn // nil while nothing listens
 }
 
 func newTarget(t *testing.T, network, host string) *target {
