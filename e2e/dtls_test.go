@@ -115,7 +115,7 @@ func TestDTLSSendAndMetrics(t *testing.T) {
 	metricsAddr := freeTCPPort(t)
 	conf := f.path("dronelinkd.toml")
 	os.WriteFile(conf, fmt.Appendf(nil, "transport = \"dtls\"\npsk = %q\nusers = %q\n", f.path("psk"), f.path("users")), 0o600)
-	r := runFast(t, "dronelinkd", "--config", conf, "--check-config")
+	r := runFast(t, "dronelinkd", "--config", conf, "--listen", "127.0.0.1:0", "--check-config")
 	if r.code != 0 || !strings.Contains(r.stdout, "configuration ok: transport dtls") {
 		t.Fatalf("check-config: %d %q %q", r.code, r.stdout, r.stderr)
 	}

@@ -600,7 +600,7 @@ func TestForwardAndCheckConfig(t *testing.T) {
 	conf := f.path("dronelinkd.toml")
 	os.WriteFile(conf, fmt.Appendf(nil, "key = %q\npsk = %q\nusers = %q\nforward = %q\n",
 		f.path("drone.key"), f.path("psk"), f.path("users"), sink.LocalAddr().String()), 0o600)
-	r := run(t, "", "dronelinkd", "--config", conf, "--check-config")
+	r := run(t, "", "dronelinkd", "--config", conf, "--listen", "127.0.0.1:0", "--check-config")
 	if r.code != 0 || !strings.Contains(r.stdout, "configuration ok") {
 		t.Fatalf("check-config: %d %q %q", r.code, r.stdout, r.stderr)
 	}
@@ -613,6 +613,51 @@ func TestForwardAndCheckConfig(t *testing.T) {
 	n, _, err := sink.ReadFrom(buf)
 	if err != nil || string(buf[:n]) != "waypoint 47.1 8.5" {
 		t.Fatalf("forwarded %q, %v", buf[:n], err)
+	}
+}
+
+// #13: with --forward, "ack ok" means the forward was not refused. Towards a port where
+// nothing listens every command is acknowledged "failed", three times in a row (a
+// connected socket used to report the previous datagram's ICMP refusal on the next write,
+// so the acknowledgements alternated ok, failed, ok); with a listener every one is "ok"
+// and arrives.
+func TestForwardAcknowledgement(t *testing.T) {
+	f := newFleet(t)
+	for _, tc := range []struct {
+		name     string
+		listener bool
+	}{{"nothing listens", false}, {"a listener", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := freePort(t) // bound and closed: nothing listens there
+			var sink net.PacketConn
+			if tc.listener {
+				var err error
+				if sink, err = net.ListenPacket("udp", target); err != nil {
+					t.Fatal(err)
+				}
+				defer sink.Close()
+			}
+			d := startDrone(t, f, "--forward", target)
+			for i := range 3 {
+				msg := fmt.Sprintf("waypoint %d", i)
+				r := f.send(t, d, "alice", "alice", "alice.pw", msg)
+				if !tc.listener {
+					if r.code != 4 || r.stdout != "ack failed: forward refused: connection refused\n" {
+						t.Fatalf("command %d: exit %d, stdout %q, stderr %q; want exit 4 and ack failed", i+1, r.code, r.stdout, r.stderr)
+					}
+					continue
+				}
+				if r.code != 0 || r.stdout != "ack ok: executed: "+msg+"\n" {
+					t.Fatalf("command %d: exit %d, stdout %q, stderr %q", i+1, r.code, r.stdout, r.stderr)
+				}
+				buf := make([]byte, 2048)
+				sink.SetReadDeadline(time.Now().Add(10 * time.Second))
+				n, _, err := sink.ReadFrom(buf)
+				if err != nil || string(buf[:n]) != msg {
+					t.Fatalf("forwarded %q, %v; want %q", buf[:n], err, msg)
+				}
+			}
+		})
 	}
 }
 

@@ -26,6 +26,7 @@ type Config struct {
 	PSKPath        string
 	UsersPath      string
 	Forward        string
+	ForwardWait    time.Duration
 	TelemetryIn    string
 	MavlinkListen  string
 	MavlinkTo      string
@@ -39,16 +40,59 @@ type Config struct {
 	ReloadInterval time.Duration
 	CheckConfig    bool
 	ConfigPath     string
+
+	// fromFile holds the settings (flag names) whose value came from the config file, so
+	// that an error about one names the file and the key instead of a flag.
+	fromFile map[string]bool
+}
+
+// configError is a bad setting. One that came from the config file is a configuration
+// error (exit 1); one given as a flag a usage error (exit 2).
+type configError struct {
+	msg    string
+	inFile bool
+}
+
+func (e *configError) Error() string { return e.msg }
+
+// isUsageError says whether err is about the command line rather than the config file.
+func isUsageError(err error) bool {
+	ce, ok := errors.AsType[*configError](err)
+	return !ok || !ce.inFile
+}
+
+// setting names a setting where it was set: "--listen", or `dronelinkd.toml: key "listen"`.
+func (c *Config) setting(name string) string {
+	if c.fromFile[name] {
+		return fmt.Sprintf("%s: key %q", c.ConfigPath, name)
+	}
+	return "--" + name
+}
+
+// invalid is the error for a bad value of a setting: `--listen "x": want HOST:PORT` for a
+// flag, `dronelinkd.toml: key "listen": invalid address "x": want HOST:PORT` for a key of
+// the config file. value is shown as given (strings quoted); noun is "address" or "value".
+func (c *Config) invalid(name, noun, value, want string) error {
+	if c.fromFile[name] {
+		return &configError{msg: fmt.Sprintf("%s: invalid %s %s: %s", c.setting(name), noun, value, want), inFile: true}
+	}
+	return &configError{msg: fmt.Sprintf("--%s %s: %s", name, value, want)}
+}
+
+// fileError is an error about the config file itself or one of its keys (exit 1).
+func fileError(format string, args ...any) error {
+	return &configError{msg: fmt.Sprintf(format, args...), inFile: true}
 }
 
 // bindFlags declares every flag on fs, writing into c.
 func (c *Config) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Transport, "transport", TransportNative, "link protocol `native|dtls`: native is the dronelink protocol, dtls is DTLS 1.2 with the fleet PSK (for OpenSSL or mbedTLS peers; needs no --key)")
 	fs.StringVar(&c.Listen, "listen", DefaultListen, "UDP `HOST:PORT` to serve operators on")
-	fs.StringVar(&c.KeyPath, "key", "", "drone private key `PATH` (PEM, PKCS#8, mode 0600; not used with --transport dtls)")
-	fs.StringVar(&c.PSKPath, "psk", "", "fleet pre-shared key `PATH` (64 hex digits, mode 0600)")
+	fs.StringVar(&c.KeyPath, "key", "", "drone private key `PATH` (PEM, PKCS#8, mode 0600: refused if group or others can access it; not used with --transport dtls)")
+	fs.StringVar(&c.PSKPath, "psk", "", "fleet pre-shared key `PATH` (64 hex digits, mode 0600: refused if group or others can access it)")
 	fs.StringVar(&c.UsersPath, "users", "", "user database `PATH` (reloaded on SIGHUP and when it changes)")
-	fs.StringVar(&c.Forward, "forward", "", "hand each executed command's payload as one UDP datagram to `HOST:PORT`")
+	fs.StringVar(&c.Forward, "forward", "", "hand each executed command's payload as one UDP datagram to `HOST:PORT`; the command is acknowledged \"ok\" only if the kernel took it and reported no refusal (ICMP unreachable) within --forward-wait, else \"failed\"")
+	fs.DurationVar(&c.ForwardWait, "forward-wait", DefaultForwardWait, "with --forward: how long each forward waits for the kernel to report the datagram refused before the command counts as executed (0 to 1s; 0: only a refusal that has already arrived)")
 	fs.StringVar(&c.TelemetryIn, "telemetry-in", "", "read telemetry datagrams from local applications on UDP `HOST:PORT`")
 	fs.StringVar(&c.MavlinkListen, "mavlink-listen", "", "MAVLink tunnel: bind UDP `HOST:PORT` for the autopilot or mavlink-router; frames for it go to the most recent sender")
 	fs.StringVar(&c.MavlinkTo, "mavlink-to", "", "MAVLink tunnel: the autopilot's fixed UDP `HOST:PORT`; frames go there and only its datagrams are taken")
@@ -60,13 +104,15 @@ func (c *Config) bindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.ReplayWindow, "replay-window", 0, "replay window in packets (0: 2048)")
 	fs.IntVar(&c.MaxSessions, "max-sessions", 0, "most concurrent sessions (0: 1024)")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", time.Second, "how often to look for changes of the user database")
-	fs.BoolVar(&c.CheckConfig, "check-config", false, "check the configuration and the files it names, then exit")
+	fs.BoolVar(&c.CheckConfig, "check-config", false, "check the configuration, the files it names and that every address it would bind is free (--listen, --telemetry-in, --mavlink-listen, --metrics), then exit")
 	fs.StringVar(&c.ConfigPath, "config", "", "TOML config `PATH`; its keys are the flag names, flags win")
 }
 
-// applyFile sets, from the TOML file at path, every flag the command line did not set.
-// Keys are the long flag names; an unknown key is an error, so a typo is not ignored.
-func applyFile(fs *pflag.FlagSet, path string) error {
+// applyFile sets, from the TOML file at path, every flag the command line did not set, and
+// remembers which settings came from the file. Keys are the long flag names; an unknown key
+// is an error, so a typo is not ignored. Every error names the file (and the key).
+func (c *Config) applyFile(fs *pflag.FlagSet, path string) error {
+	c.ConfigPath = path
 	var values map[string]any
 	md, err := toml.DecodeFile(path, &values)
 	if err != nil {
@@ -75,18 +121,18 @@ func applyFile(fs *pflag.FlagSet, path string) error {
 			// The parser quotes the offending input, which may hold a newline: keep the
 			// error on one line.
 			msg := strconv.QuoteToGraphic(perr.Message)
-			return fmt.Errorf("config %s: line %d: %s", path, perr.Position.Line, msg[1:len(msg)-1])
+			return fileError("%s: line %d: %s", path, perr.Position.Line, msg[1:len(msg)-1])
 		}
-		return fmt.Errorf("config %s: %w", path, unwrapPathError(err))
+		return fileError("config %s: %v", path, unwrapPathError(err))
 	}
 	for _, key := range md.Keys() {
 		name := key.String()
 		if name == "config" || name == "check-config" {
-			return fmt.Errorf("config %s: %q cannot be set in the config file", path, name)
+			return fileError("%s: key %q: cannot be set in the config file", path, name)
 		}
 		f := fs.Lookup(name)
 		if f == nil {
-			return fmt.Errorf("config %s: unknown setting %q", path, name)
+			return fileError("%s: key %q: unknown setting", path, name)
 		}
 		if f.Changed {
 			continue // the command line wins
@@ -98,13 +144,39 @@ func applyFile(fs *pflag.FlagSet, path string) error {
 		case int64, bool, float64:
 			text = fmt.Sprint(v)
 		default:
-			return fmt.Errorf("config %s: %q must be a string, number or boolean", path, name)
+			return fileError("%s: key %q: invalid value: want a string, number or boolean", path, name)
 		}
+		if c.fromFile == nil {
+			c.fromFile = map[string]bool{}
+		}
+		c.fromFile[name] = true
 		if err := f.Value.Set(text); err != nil {
-			return fmt.Errorf("config %s: %q: %v", path, name, err)
+			return c.invalid(name, "value", quoteIfString(values[name]), wantType(f.Value.Type()))
 		}
 	}
 	return nil
+}
+
+// quoteIfString shows a TOML value as written: strings quoted, numbers and booleans bare.
+func quoteIfString(v any) string {
+	if s, ok := v.(string); ok {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprint(v)
+}
+
+// wantType says what a flag of a pflag type takes.
+func wantType(typ string) string {
+	switch typ {
+	case "int":
+		return "want an integer"
+	case "duration":
+		return "want a duration such as 500ms or 2s"
+	case "bool":
+		return "want true or false"
+	default:
+		return "want a " + typ
+	}
 }
 
 // unwrapPathError drops the Go-specific "open" prefix of a *PathError for a one-line message.
@@ -122,59 +194,68 @@ const (
 	TransportDTLS   = "dtls"   // DTLS 1.2 PSK (pkg/dtlslink)
 )
 
-// validate checks the values that need no file access.
+// validate checks the values that need no file access. Each error names the setting
+// where it was set: the flag, or the config file and its key (see configError).
 func (c *Config) validate() error {
 	if c.Transport != TransportNative && c.Transport != TransportDTLS {
-		return fmt.Errorf("--transport %q: want native or dtls", c.Transport)
+		return c.invalid("transport", "value", strconv.Quote(c.Transport), "want native or dtls")
 	}
-	required := []struct{ name, value string }{{"--psk", c.PSKPath}, {"--users", c.UsersPath}}
+	required := []struct{ name, value string }{{"psk", c.PSKPath}, {"users", c.UsersPath}}
 	if c.Transport == TransportNative {
 		// DTLS-PSK has no drone key: the fleet PSK alone authenticates the drone.
-		required = append([]struct{ name, value string }{{"--key", c.KeyPath}}, required...)
+		required = append([]struct{ name, value string }{{"key", c.KeyPath}}, required...)
 	}
 	for _, r := range required {
 		if r.value == "" {
-			return fmt.Errorf("missing %s", r.name)
+			if c.ConfigPath != "" {
+				return fmt.Errorf("missing --%s (or key %q in %s)", r.name, r.name, c.ConfigPath)
+			}
+			return fmt.Errorf("missing --%s", r.name)
 		}
 	}
 	for _, a := range []struct {
 		name, value string
 		optional    bool
-	}{{"--listen", c.Listen, false}, {"--forward", c.Forward, true}, {"--telemetry-in", c.TelemetryIn, true}, {"--metrics", c.Metrics, true},
-		{"--mavlink-listen", c.MavlinkListen, true}, {"--mavlink-to", c.MavlinkTo, true}} {
+	}{{"listen", c.Listen, false}, {"forward", c.Forward, true}, {"telemetry-in", c.TelemetryIn, true}, {"metrics", c.Metrics, true},
+		{"mavlink-listen", c.MavlinkListen, true}, {"mavlink-to", c.MavlinkTo, true}} {
 		if a.value == "" && a.optional {
 			continue
 		}
 		if _, err := netip.ParseAddrPort(a.value); err != nil {
 			if !strings.Contains(a.value, ":") {
-				return fmt.Errorf("%s %q: want HOST:PORT", a.name, a.value)
+				return c.invalid(a.name, "address", strconv.Quote(a.value), "want HOST:PORT")
 			}
 			// Host names are resolved when the socket opens.
 		}
 	}
 	if c.MavlinkListen != "" && c.MavlinkTo != "" {
-		return errors.New("--mavlink-listen and --mavlink-to: give one of them")
-	}
-	if c.MavlinkAgg < 0 || c.MavlinkAgg > time.Second {
-		return fmt.Errorf("--mavlink-agg %v: want 0 to 1s", c.MavlinkAgg)
-	}
-	if c.MavlinkMaxAge <= 0 || c.MavlinkMaxAge > time.Minute {
-		return fmt.Errorf("--mavlink-max-age %v: want more than 0 and at most 1m", c.MavlinkMaxAge)
-	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
-	}
-	if _, err := parseLevel(c.LogLevel); err != nil {
+		err := &configError{msg: fmt.Sprintf("give only one of %s and %s", c.setting("mavlink-listen"), c.setting("mavlink-to")),
+			inFile: c.fromFile["mavlink-listen"] || c.fromFile["mavlink-to"]}
 		return err
 	}
+	if c.ForwardWait < 0 || c.ForwardWait > time.Second {
+		return c.invalid("forward-wait", "value", c.ForwardWait.String(), "want 0 to 1s")
+	}
+	if c.MavlinkAgg < 0 || c.MavlinkAgg > time.Second {
+		return c.invalid("mavlink-agg", "value", c.MavlinkAgg.String(), "want 0 to 1s")
+	}
+	if c.MavlinkMaxAge <= 0 || c.MavlinkMaxAge > time.Minute {
+		return c.invalid("mavlink-max-age", "value", c.MavlinkMaxAge.String(), "want more than 0 and at most 1m")
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return c.invalid("log-format", "value", strconv.Quote(c.LogFormat), "want text or json")
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return c.invalid("log-level", "value", strconv.Quote(c.LogLevel), "want debug, info, warn or error")
+	}
 	if c.ReplayWindow < 0 || c.ReplayWindow > 1<<16 {
-		return fmt.Errorf("--replay-window %d: want 0 to 65536", c.ReplayWindow)
+		return c.invalid("replay-window", "value", strconv.Itoa(c.ReplayWindow), "want 0 to 65536")
 	}
 	if c.MaxSessions < 0 || c.MaxSessions > 60000 {
-		return fmt.Errorf("--max-sessions %d: want 0 to 60000", c.MaxSessions)
+		return c.invalid("max-sessions", "value", strconv.Itoa(c.MaxSessions), "want 0 to 60000")
 	}
 	if c.ReloadInterval < 100*time.Millisecond {
-		return fmt.Errorf("--reload-interval %v: want at least 100ms", c.ReloadInterval)
+		return c.invalid("reload-interval", "value", c.ReloadInterval.String(), "want at least 100ms")
 	}
 	return nil
 }

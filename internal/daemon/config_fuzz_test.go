@@ -26,7 +26,7 @@ func FuzzConfigFile(f *testing.F) {
 		var c Config
 		fs := pflag.NewFlagSet("fuzz", pflag.ContinueOnError)
 		c.bindFlags(fs)
-		err := applyFile(fs, path)
+		err := c.applyFile(fs, path)
 		if err == nil {
 			err = c.validate()
 		}

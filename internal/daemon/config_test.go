@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ func parse(t *testing.T, args []string, file string) (*Config, error) {
 		if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := applyFile(fs, path); err != nil {
+		if err := c.applyFile(fs, path); err != nil {
 			return nil, err
 		}
 	}
@@ -48,9 +49,16 @@ reload-interval = "2s"
 	}
 	want := Config{Transport: "native", Listen: "127.0.0.1:7000", KeyPath: "/etc/dronelink/drone.key", PSKPath: "/etc/dronelink/fleet.psk",
 		UsersPath: "/var/lib/dronelink/users", TelemetryIn: "127.0.0.1:14550", LogFormat: "json", LogLevel: "info",
-		ReplayWindow: 4096, ReloadInterval: 2 * time.Second, MavlinkAgg: 20 * time.Millisecond, MavlinkMaxAge: time.Second}
-	if *c != want {
-		t.Fatalf("got  %+v\nwant %+v", *c, want)
+		ReplayWindow: 4096, ReloadInterval: 2 * time.Second, MavlinkAgg: 20 * time.Millisecond, MavlinkMaxAge: time.Second,
+		ForwardWait: DefaultForwardWait}
+	// The flag won over the file: only the keys the file set count as from the file.
+	if c.fromFile["listen"] || !c.fromFile["key"] || !c.fromFile["replay-window"] || c.fromFile["log-format"] {
+		t.Errorf("settings from the file: %v", c.fromFile)
+	}
+	got := *c
+	got.fromFile, got.ConfigPath = nil, ""
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got  %+v\nwant %+v", got, want)
 	}
 	if err := c.validate(); err != nil {
 		t.Fatal(err)
@@ -65,9 +73,9 @@ func TestConfigErrors(t *testing.T) {
 		file string
 		want string
 	}{
-		{"unknown key", base, `lisen = "x:1"`, `unknown setting "lisen"`},
+		{"unknown key", base, `lisen = "x:1"`, `key "lisen": unknown setting`},
 		{"bad syntax", base, "listen = ", "line 1"},
-		{"wrong type", base, `replay-window = [1]`, "must be a string"},
+		{"wrong type", base, `replay-window = [1]`, "want a string, number or boolean"},
 		{"bad value", base, `replay-window = "many"`, "replay-window"},
 		{"config in config", base, `config = "x"`, "cannot be set"},
 		{"missing key", []string{"--psk", "p", "--users", "u"}, "", "missing --key"},
@@ -77,10 +85,10 @@ func TestConfigErrors(t *testing.T) {
 		{"huge window", append(base, "--replay-window", "100000"), "", "--replay-window"},
 		{"bad transport", append(base, "--transport", "quic"), "", `--transport "quic": want native or dtls`},
 		{"dtls still needs the PSK", []string{"--transport", "dtls", "--users", "u"}, "", "missing --psk"},
-		{"both MAVLink modes", append(base, "--mavlink-listen", "127.0.0.1:14560", "--mavlink-to", "127.0.0.1:14555"), "", "give one of them"},
+		{"both MAVLink modes", append(base, "--mavlink-listen", "127.0.0.1:14560", "--mavlink-to", "127.0.0.1:14555"), "", "give only one of --mavlink-listen and --mavlink-to"},
 		{"bad MAVLink address", append(base, "--mavlink-to", "14555"), "", "--mavlink-to"},
 		{"negative aggregation", append(base, "--mavlink-agg", "-1ms"), "", "--mavlink-agg"},
-		{"aggregation too long", base, `mavlink-agg = "2s"`, "--mavlink-agg"},
+		{"aggregation too long", base, `mavlink-agg = "2s"`, `key "mavlink-agg": invalid value 2s: want 0 to 1s`},
 		{"zero frame age", append(base, "--mavlink-max-age", "0s"), "", "--mavlink-max-age"},
 	}
 	for _, tc := range cases {

@@ -54,7 +54,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 them (fleet PSK, operator RSA key, user password), executes each command at most once,
 prints it to standard output ("USER: MESSAGE"), acknowledges it, and streams telemetry to
 logged-in operators. Every flag can also be set in the TOML file given by --config (keys are
-the flag names); flags on the command line win.
+the flag names); flags on the command line win. A bad value in the file is named by file
+and key (exit 1); a bad flag is a usage error (exit 2).
+
+With --forward HOST:PORT it also hands each command's payload, as one UDP datagram, to a
+local application (the autopilot bridge). The acknowledgement "ok" then means: the command
+was printed, and the kernel took its datagram and reported no refusal of it (ICMP port,
+host or network unreachable) within --forward-wait (20ms); a refused datagram is "failed"
+("forward refused: connection refused"), every time. It does not mean the application read
+the datagram or the autopilot acted on it: UDP cannot tell. Without --forward, "ok" means
+the command was printed to standard output.
 
 With --transport dtls it speaks standard DTLS 1.2 with a pre-shared key instead (for ground
 stations built on OpenSSL or mbedTLS): PSK = the fleet PSK, PSK identity = the user name,
@@ -76,12 +85,13 @@ error, 2 usage error.`,
 		SilenceUsage:  true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.ConfigPath != "" {
-				if err := applyFile(cmd.Flags(), cfg.ConfigPath); err != nil {
+				if err := cfg.applyFile(cmd.Flags(), cfg.ConfigPath); err != nil {
 					return err
 				}
 			}
 			if err := cfg.validate(); err != nil {
-				usageErr = true
+				// A bad flag is a usage error (2); a bad value in the config file is not.
+				usageErr = isUsageError(err)
 				return err
 			}
 			return run(ctx, &cfg, stdout, stderr)
@@ -114,7 +124,7 @@ type daemon struct {
 	outMu  sync.Mutex
 	users  atomic.Pointer[userdb.DB]
 	server linkServer
-	fwd    *net.UDPConn // nil without --forward
+	fwd    *forwarder // nil without --forward
 }
 
 // tunnelOn says whether the MAVLink tunnel is configured.
@@ -148,30 +158,33 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	d := &daemon{cfg: cfg, log: slog.New(handler), out: stdout}
 	dtlsMode := cfg.Transport == TransportDTLS
 
+	// The loaders refuse a key or PSK file that group or others may access (like ssh),
+	// with one line naming the file, its mode and the chmod to run.
 	var key *rsa.PrivateKey
 	var err error
-	files := []string{cfg.PSKPath, cfg.UsersPath}
 	if !dtlsMode {
 		if key, err = crypto.LoadPrivateKey(cfg.KeyPath); err != nil {
-			return err
+			return cfg.from("key", err)
 		}
-		files = append(files, cfg.KeyPath)
 	}
 	psk, err := crypto.LoadPSK(cfg.PSKPath)
 	if err != nil {
-		return err
+		return cfg.from("psk", err)
 	}
 	db, err := userdb.Load(cfg.UsersPath)
 	if err != nil {
-		return fmt.Errorf("user database: %w", err)
+		return cfg.from("users", fmt.Errorf("user database: %w", err))
 	}
 	d.users.Store(db)
-	for _, p := range files {
-		if err := crypto.InsecurePermissions(p); err != nil {
-			d.log.Warn("insecure file permissions", "problem", err.Error())
-		}
+	// The user database holds no secret, only argon2id hashes and public keys: open to
+	// group or others it is still loaded, with a warning.
+	if err := crypto.InsecurePermissions(cfg.UsersPath); err != nil {
+		d.log.Warn("insecure file permissions", "problem", err.Error())
 	}
 	if cfg.CheckConfig {
+		if err := cfg.checkAddresses(); err != nil {
+			return err
+		}
 		if dtlsMode {
 			fmt.Fprintf(stdout, "configuration ok: transport dtls, %d users\n", db.Len())
 		} else {
@@ -182,7 +195,7 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 
 	conn, err := listenUDP(cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", cfg.Listen, unwrapSyscall(err))
+		return &bindError{setting: cfg.setting("listen"), network: "udp", addr: cfg.Listen, err: err}
 	}
 	var telemetryConn *net.UDPConn
 	if cfg.TelemetryIn != "" {
@@ -192,15 +205,12 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		}
 		if err != nil {
 			conn.Close()
-			return fmt.Errorf("cannot listen for telemetry on %s: %w", cfg.TelemetryIn, unwrapSyscall(err))
+			return &bindError{setting: cfg.setting("telemetry-in"), network: "udp", addr: cfg.TelemetryIn, err: err}
 		}
 		defer telemetryConn.Close()
 	}
 	if cfg.Forward != "" {
-		addr, err := net.ResolveUDPAddr("udp", cfg.Forward)
-		if err == nil {
-			d.fwd, err = net.DialUDP("udp", nil, addr)
-		}
+		d.fwd, err = newForwarder(cfg.Forward, cfg.ForwardWait, d.lateRefusal)
 		if err != nil {
 			conn.Close()
 			return fmt.Errorf("cannot forward to %s: %w", cfg.Forward, unwrapSyscall(err))
@@ -336,7 +346,7 @@ func (d *daemon) openTunnel() (*net.UDPConn, *tunnel.Drone, error) {
 			return nil, nil, fmt.Errorf("cannot open the MAVLink socket towards %s: %w", d.cfg.MavlinkTo, unwrapSyscall(err))
 		}
 	} else if cfg.Conn, err = listenUDP(d.cfg.MavlinkListen); err != nil {
-		return nil, nil, fmt.Errorf("cannot listen for MAVLink on %s: %w", d.cfg.MavlinkListen, unwrapSyscall(err))
+		return nil, nil, &bindError{setting: d.cfg.setting("mavlink-listen"), network: "udp", addr: d.cfg.MavlinkListen, err: err}
 	}
 	if a := cfg.Conn.LocalAddr().(*net.UDPAddr); !a.IP.IsLoopback() {
 		d.log.Warn("the MAVLink socket is reachable beyond this computer: whoever can send to it can pose as the autopilot",
@@ -399,19 +409,30 @@ func (p passwordChecker) UserRole(user string) (link.Role, link.LoginStatus) {
 	return p.db.Load().UserRole(user)
 }
 
-// execute is the command handler: print, forward, acknowledge.
+// execute is the command handler: print, forward, acknowledge. With --forward the
+// acknowledgement is "ok" only if the kernel took this command's datagram and reported no
+// refusal of it within --forward-wait (see forwarder); otherwise "failed", with the reason.
 func (d *daemon) execute(_ context.Context, cmd link.Command) (link.AckStatus, []byte) {
 	text := printable(cmd.Payload)
 	d.outMu.Lock()
 	fmt.Fprintf(d.out, "%s %s: %s\n", time.Now().UTC().Format(time.RFC3339), cmd.User, text)
 	d.outMu.Unlock()
 	if d.fwd != nil {
-		if _, err := d.fwd.Write(cmd.Payload); err != nil {
-			d.log.Error("forward failed", "user", cmd.User, "id", cmd.ID, "err", err)
-			return link.AckFailed, []byte("forward failed")
+		if err := d.fwd.forward(cmd.Payload); err != nil {
+			d.log.Error("forward failed", "user", cmd.User, "id", cmd.ID, "forward", d.fwd.conn.RemoteAddr().String(), "err", unwrapSyscall(err))
+			if re, ok := errors.AsType[*refusedError](err); ok {
+				return link.AckFailed, []byte(re.Error())
+			}
+			return link.AckFailed, []byte("forward failed: " + unwrapSyscall(err).Error())
 		}
 	}
 	return link.AckOK, []byte("executed: " + text)
+}
+
+// lateRefusal logs a refusal of a forwarded datagram that arrived after its command was
+// acknowledged "ok" (later than --forward-wait).
+func (d *daemon) lateRefusal(err error) {
+	d.log.Warn("a forwarded command was refused after its acknowledgement; consider a longer --forward-wait", "err", err)
 }
 
 // batchBroadcaster is a linkServer that can send many telemetry payloads in one go

@@ -13,10 +13,11 @@ import (
 	"github.com/dronelink/dronelink/pkg/userdb"
 )
 
-// G14: at start the daemon warns about each of its key, PSK and user database files that
-// group or others can access, naming the file, and is silent when all are mode 0600.
-// Loading still succeeds (the warning does not refuse the files).
-func TestInsecureFilePermissionsWarning(t *testing.T) {
+// G14, #13: like ssh, the daemon refuses a drone key or PSK file that group or others
+// may access, with one line that names the file, its mode and the chmod to run, and exit
+// code 1, in either transport. The user database holds no secret (argon2id hashes): open
+// to group or others it is loaded with one warning naming it. All 0600: silence.
+func TestInsecureFilePermissions(t *testing.T) {
 	dir := t.TempDir()
 	keyPath, pskPath, usersPath := filepath.Join(dir, "drone.key"), filepath.Join(dir, "fleet.psk"), filepath.Join(dir, "users")
 	key, err := crypto.GenerateRSAKey(nil, 2048)
@@ -42,21 +43,33 @@ func TestInsecureFilePermissionsWarning(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	files := []string{keyPath, pskPath, usersPath}
+	native := []string{"--listen", "127.0.0.1:0", "--key", keyPath, "--psk", pskPath, "--users", usersPath, "--check-config"}
+	dtls := []string{"--listen", "127.0.0.1:0", "--transport", "dtls", "--psk", pskPath, "--users", usersPath, "--check-config"}
 	for _, tc := range []struct {
-		name     string
-		insecure string // the file given mode 0644, or "" for none
-		mode     os.FileMode
+		name    string
+		args    []string
+		open    string // the file given mode, or "" for none
+		mode    os.FileMode
+		code    int
+		refusal string // the one error line, or "" when it starts
+		warned  bool   // one "insecure file permissions" warning naming open
 	}{
-		{"all private", "", 0},
-		{"key readable by others", keyPath, 0o644},
-		{"PSK readable by group", pskPath, 0o640},
-		{"users writable by others", usersPath, 0o602},
+		{"all private", native, "", 0, ExitOK, "", false},
+		{"key readable by others", native, keyPath, 0o644, ExitError,
+			keyPath + ": permissions 0644 are too open: the key must not be readable by group or others; run: chmod 600 " + keyPath, false},
+		{"key writable by group", native, keyPath, 0o620, ExitError,
+			keyPath + ": permissions 0620 are too open: the key must not be writable by group or others; run: chmod 600 " + keyPath, false},
+		{"PSK readable by group", native, pskPath, 0o640, ExitError,
+			pskPath + ": permissions 0640 are too open: the PSK must not be readable by group or others; run: chmod 600 " + pskPath, false},
+		{"dtls PSK readable by others", dtls, pskPath, 0o604, ExitError,
+			pskPath + ": permissions 0604 are too open: the PSK must not be readable by group or others; run: chmod 600 " + pskPath, false},
+		{"users readable by others", native, usersPath, 0o644, ExitOK, "", true},
+		{"users writable by others", native, usersPath, 0o602, ExitOK, "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, p := range files {
+			for _, p := range []string{keyPath, pskPath, usersPath} {
 				mode := os.FileMode(0o600)
-				if p == tc.insecure {
+				if p == tc.open {
 					mode = tc.mode
 				}
 				if err := os.Chmod(p, mode); err != nil {
@@ -64,19 +77,28 @@ func TestInsecureFilePermissionsWarning(t *testing.T) {
 				}
 			}
 			var stdout, stderr bytes.Buffer
-			code := Main(context.Background(), []string{"--key", keyPath, "--psk", pskPath, "--users", usersPath, "--check-config"}, &stdout, &stderr)
-			if code != ExitOK || !strings.Contains(stdout.String(), "configuration ok") {
-				t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+			code := Main(context.Background(), tc.args, &stdout, &stderr)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d; stdout %q, stderr %q", code, tc.code, stdout.String(), stderr.String())
+			}
+			if tc.refusal != "" {
+				if want := "dronelinkd: " + tc.refusal + "\n"; stderr.String() != want || stdout.Len() != 0 {
+					t.Fatalf("stderr %q\nwant   %q (stdout %q)", stderr.String(), want, stdout.String())
+				}
+				return
+			}
+			if !strings.Contains(stdout.String(), "configuration ok") {
+				t.Fatalf("stdout %q, stderr %q", stdout.String(), stderr.String())
 			}
 			warnings := strings.Count(stderr.String(), "insecure file permissions")
-			if tc.insecure == "" {
+			if !tc.warned {
 				if warnings != 0 {
 					t.Errorf("warned about private files: %s", stderr.String())
 				}
 				return
 			}
-			if warnings != 1 || !strings.Contains(stderr.String(), tc.insecure) || !strings.Contains(stderr.String(), "chmod 600") {
-				t.Errorf("%d warnings for %s: %s", warnings, tc.insecure, stderr.String())
+			if warnings != 1 || !strings.Contains(stderr.String(), tc.open) || !strings.Contains(stderr.String(), "chmod 600") {
+				t.Errorf("%d warnings for %s: %s", warnings, tc.open, stderr.String())
 			}
 		})
 	}

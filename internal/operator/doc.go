@@ -13,7 +13,9 @@
 //     (--password-file), one line of standard input (--password-stdin) or a prompt without
 //     echo when standard input is a terminal.
 //   - Files with secrets (private keys, the PSK) are written with mode 0600 and never
-//     overwritten; a key or PSK readable by group or others draws a warning.
+//     overwritten; a key or PSK file that group or others can access is refused (exit 1,
+//     one line naming the file, its mode and the chmod to run), as ssh refuses such a key.
+//     A password file open to them draws a warning.
 //   - User database edits go through userdb.Update: locked against concurrent editors and
 //     written atomically, so a failed edit leaves the file as it was.
 //   - Progress (handshake and login attempts, retries, time left) is shown on one

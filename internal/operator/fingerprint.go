@@ -22,7 +22,8 @@ func (a *app) newFingerprintCmd() *cobra.Command {
 		Short: "Print the fingerprint of a public or private key file",
 		Long: `Print the fingerprint (SHA256:...) of each RSA public or private key file, one line
 each. Compare the drone's fingerprint over a trusted channel before pinning its public
-key with --drone-pub: dronelink never trusts a key on first use.`,
+key with --drone-pub: dronelink never trusts a key on first use. A private key file
+that group or others can access is refused, as everywhere (run: chmod 600 PATH).`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return errors.New("missing key file: give one or more paths")
@@ -44,7 +45,8 @@ key with --drone-pub: dronelink never trusts a key on first use.`,
 	}
 }
 
-// readAnyKey reads an RSA public key from a public or a private key file.
+// readAnyKey reads an RSA public key from a public or a private key file. A private key
+// file that group or others may access is refused, as everywhere.
 func readAnyKey(path string) (*rsa.PublicKey, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -57,9 +59,10 @@ func readAnyKey(path string) (*rsa.PublicKey, error) {
 		return nil, localf("cannot read key file %s: %v", path, pathCause(err))
 	}
 	if bytes.Contains(data, []byte("PRIVATE KEY-----")) {
-		key, err := crypto.ParsePrivateKeyPEM(data)
+		// Loaded as every private key is, so one open to group or others is refused here too.
+		key, err := loadPrivateKey(path, "")
 		if err != nil {
-			return nil, localf("bad key file %s: %v", path, err)
+			return nil, err
 		}
 		return &key.PublicKey, nil
 	}

@@ -13,7 +13,13 @@ import (
 // fileError turns an error from a crypto Load function ("<kind> PATH: cause") into one
 // line that says whether the file could not be read or holds the wrong thing, and which
 // flag named it.
+//
+// A key or PSK file open to group or others is refused by the loader with a line of its
+// own (file, mode, the chmod to run), passed on as it is.
 func fileError(kind, path, flag string, err error) error {
+	if ie, ok := errors.AsType[*crypto.InsecureFileError](err); ok {
+		return localf("%v", ie)
+	}
 	cause := err.Error()
 	for _, prefix := range []string{"private key ", "public key ", "PSK file "} {
 		cause = strings.TrimPrefix(cause, prefix+path+": ")
@@ -53,13 +59,6 @@ func loadPSK(path, flag string) (crypto.PSK, error) {
 		return crypto.PSK{}, fileError("PSK file", path, flag, err)
 	}
 	return psk, nil
-}
-
-// warnInsecure warns (one line) if a secret file is accessible by group or others.
-func (a *app) warnInsecure(path string) {
-	if err := crypto.InsecurePermissions(path); err != nil {
-		a.warn("%v", err)
-	}
 }
 
 // keyFingerprints lists the fingerprints of keys for a message.

@@ -246,19 +246,50 @@ func TestSendFileProblems(t *testing.T) {
 	}
 }
 
-func TestSendWarnsAboutInsecureFiles(t *testing.T) {
+// #13: like ssh, every command that loads a private key or the PSK refuses one that group
+// or others may access, before it contacts the drone: exit 1 and one line naming the file,
+// its mode and the chmod to run.
+func TestRefusesInsecureSecretFiles(t *testing.T) {
 	f := newFixture(t)
-	d := startDrone(t, f)
-	key := writeFile(t, f.path("open.key"), mustRead(t, f.key("alice")), 0o644)
-	psk := writeFile(t, f.path("open.psk"), mustRead(t, f.psk), 0o640)
-	args := append(linkArgs(f, d.addr, "alice", "alice", "alice.pw"), "--key", key, "--psk", psk, "hello")
-	r := run(t, "", append([]string{"send"}, args...)...)
-	r.want(t, 0)
-	for _, p := range []string{key, psk} {
-		if !strings.Contains(r.stderr, "dronelink: warning: "+p+" is accessible by group/others") {
-			t.Errorf("no warning about %s: %q", p, r.stderr)
-		}
+	addr := "127.0.0.1:9" // never reached
+	openKey := writeFile(t, f.path("open.key"), mustRead(t, f.key("alice")), 0o644)
+	groupPSK := writeFile(t, f.path("group.psk"), mustRead(t, f.psk), 0o640)
+	othersPSK := writeFile(t, f.path("others.psk"), mustRead(t, f.psk), 0o604)
+	writablePSK := writeFile(t, f.path("writable.psk"), mustRead(t, f.psk), 0o620)
+	refusal := func(path, mode, what, how string) string {
+		return path + ": permissions " + mode + " are too open: the " + what + " must not be " + how +
+			" by group or others; run: chmod 600 " + path
 	}
+	native := append(linkArgs(f, addr, "alice", "alice", "alice.pw"), "--timeout", "1s")
+	dtls := append(dtlsArgs(f, addr, "alice", "alice.pw"), "--timeout", "1s")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"send --key 0644", append(append([]string{"send"}, native...), "--key", openKey, "hello"),
+			refusal(openKey, "0644", "key", "readable")},
+		{"send --psk 0640", append(append([]string{"send"}, native...), "--psk", groupPSK, "hello"),
+			refusal(groupPSK, "0640", "PSK", "readable")},
+		{"listen --psk 0604", append(append([]string{"listen"}, native...), "--psk", othersPSK, "--count", "1"),
+			refusal(othersPSK, "0604", "PSK", "readable")},
+		{"listen --key 0644", append(append([]string{"listen"}, native...), "--key", openKey, "--count", "1"),
+			refusal(openKey, "0644", "key", "readable")},
+		{"dtls send --psk 0620", append(append([]string{"send"}, dtls...), "--psk", writablePSK, "hello"),
+			refusal(writablePSK, "0620", "PSK", "writable")},
+		{"fingerprint of an open private key", []string{"fingerprint", f.pub("alice"), openKey},
+			refusal(openKey, "0644", "key", "readable")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(t, "", tc.args...)
+			r.want(t, ExitLocal)
+			if r.errLine() != tc.want {
+				t.Errorf("error line %q\nwant       %q", r.errLine(), tc.want)
+			}
+		})
+	}
+	// Public key files are no secret: 0644 is their normal mode.
+	run(t, "", "fingerprint", f.pub("alice")).want(t, ExitOK)
 }
 
 func mustRead(t *testing.T, path string) string {

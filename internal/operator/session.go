@@ -46,8 +46,8 @@ func (f *linkFlags) register(cmd *cobra.Command, timeoutHelp string) {
 	fs.StringVar(&f.transport, "transport", transportNative, "link protocol `native|dtls`: native is the dronelink protocol, dtls is DTLS 1.2 with the fleet PSK")
 	fs.StringVar(&f.drone, "drone", "", "the drone's `HOST:PORT`")
 	fs.StringVar(&f.dronePub, "drone-pub", "", "the drone's pinned public key file `PATH` (not needed with --transport dtls)")
-	fs.StringVar(&f.key, "key", "", "your private key file `PATH` (not needed with --transport dtls)")
-	fs.StringVar(&f.psk, "psk", "", "the fleet PSK file `PATH`")
+	fs.StringVar(&f.key, "key", "", "your private key file `PATH`, mode 0600: refused if group or others can access it (not needed with --transport dtls)")
+	fs.StringVar(&f.psk, "psk", "", "the fleet PSK file `PATH`, mode 0600: refused if group or others can access it")
 	fs.StringVar(&f.user, "user", "", "log in as user `NAME`")
 	f.password.register(cmd)
 	fs.DurationVar(&f.timeout, "timeout", 15*time.Second, timeoutHelp)
@@ -112,12 +112,10 @@ func (a *app) prepare(f *linkFlags) (*linkSetup, error) {
 		if s.operatorKey, err = loadPrivateKey(f.key, "--key"); err != nil {
 			return nil, err
 		}
-		a.warnInsecure(f.key)
 	}
 	if s.psk, err = loadPSK(f.psk, "--psk"); err != nil {
 		return nil, err
 	}
-	a.warnInsecure(f.psk)
 	if s.password, err = a.readPassword(f.password, fmt.Sprintf("Password for %s: ", f.user), false); err != nil {
 		s.wipe()
 		return nil, err

@@ -157,31 +157,32 @@ func linkErrCause(err error) error {
 	return pathErrCause(err)
 }
 
-// readSmallFile reads a regular file of at most maxKeyFileSize bytes. Its
-// errors do not repeat the path (callers add it once).
-func readSmallFile(path string) ([]byte, error) {
+// readSmallFile reads a regular file of at most maxKeyFileSize bytes and returns its
+// content and its mode, as seen on the open file (so a check of the mode is about the
+// content read). Its errors do not repeat the path (callers add it once).
+func readSmallFile(path string) ([]byte, fs.FileMode, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, pathErrCause(err)
+		return nil, 0, pathErrCause(err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, pathErrCause(err)
+		return nil, 0, pathErrCause(err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("not a regular file (%s)", fileKind(fi.Mode()))
+		return nil, 0, fmt.Errorf("not a regular file (%s)", fileKind(fi.Mode()))
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
 	if err != nil {
 		Wipe(data)
-		return nil, pathErrCause(err)
+		return nil, 0, pathErrCause(err)
 	}
 	if len(data) > maxKeyFileSize {
 		Wipe(data)
-		return nil, fmt.Errorf("file too large (more than %d bytes); is this the right file?", maxKeyFileSize)
+		return nil, 0, fmt.Errorf("file too large (more than %d bytes); is this the right file?", maxKeyFileSize)
 	}
-	return data, nil
+	return data, fi.Mode(), nil
 }
 
 func fileKind(m fs.FileMode) string {
@@ -206,10 +207,11 @@ func fileKind(m fs.FileMode) string {
 //
 //	/etc/dronelink/psk is accessible by group/others (mode 0644); run: chmod 600 /etc/dronelink/psk
 //
-// An error is also returned if the file cannot be examined. Callers are
-// expected to log the result as a warning; loading does not enforce it. On
-// Windows, where Unix permission bits are not meaningful, it always returns
-// nil.
+// An error is also returned if the file cannot be examined. It is meant for
+// files that should be private but whose exposure callers only warn about (the
+// user database, password files); LoadPrivateKey and LoadPSK refuse an open
+// key or PSK file themselves (see InsecureFileError). On Windows, where Unix
+// permission bits are not meaningful, it always returns nil.
 func InsecurePermissions(path string) error {
 	if runtime.GOOS == "windows" {
 		return nil

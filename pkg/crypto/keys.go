@@ -333,10 +333,10 @@ func SavePublicKey(path string, pub *rsa.PublicKey) error {
 // LoadPrivateKey reads and parses an RSA private key file (see
 // ParsePrivateKeyPEM). The error is one line naming path and the problem,
 // e.g. "private key /etc/dronelink/drone.key: RSA key too small: 1024 bits,
-// minimum 2048". It does not check file permissions; see
-// InsecurePermissions.
+// minimum 2048". A file that holds a valid key but that group or others may
+// access is refused with an *InsecureFileError, whose message is the whole line.
 func LoadPrivateKey(path string) (*rsa.PrivateKey, error) {
-	data, err := readSmallFile(path)
+	data, mode, err := readSmallFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("private key %s: %w", path, err)
 	}
@@ -345,13 +345,18 @@ func LoadPrivateKey(path string) (*rsa.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("private key %s: %w", path, err)
 	}
+	// Checked after parsing: a public key given by mistake is named as such, not met
+	// with advice to chmod it.
+	if err := checkSecretMode(path, mode, "key"); err != nil {
+		return nil, err
+	}
 	return key, nil
 }
 
 // LoadPublicKey reads and parses an RSA public key file (see
 // ParsePublicKeyPEM). The error is one line naming path and the problem.
 func LoadPublicKey(path string) (*rsa.PublicKey, error) {
-	data, err := readSmallFile(path)
+	data, _, err := readSmallFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("public key %s: %w", path, err)
 	}

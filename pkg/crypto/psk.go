@@ -114,10 +114,11 @@ func SavePSK(path string, psk PSK) error {
 }
 
 // LoadPSK reads and parses a PSK file (see ParsePSK). The error is one line
-// naming path and the problem, never the file's content. It does not check
-// file permissions; see InsecurePermissions.
+// naming path and the problem, never the file's content. A file that holds a
+// valid PSK but that group or others may access is refused with an
+// *InsecureFileError, whose message is the whole line.
 func LoadPSK(path string) (PSK, error) {
-	data, err := readSmallFile(path)
+	data, mode, err := readSmallFile(path)
 	if err != nil {
 		return PSK{}, fmt.Errorf("PSK file %s: %w", path, err)
 	}
@@ -125,6 +126,10 @@ func LoadPSK(path string) (PSK, error) {
 	psk, err := ParsePSK(data)
 	if err != nil {
 		return PSK{}, fmt.Errorf("PSK file %s: %w", path, err)
+	}
+	if err := checkSecretMode(path, mode, "PSK"); err != nil {
+		Wipe(psk[:])
+		return PSK{}, err
 	}
 	return psk, nil
 }
