@@ -419,7 +419,7 @@ func (d *daemon) execute(_ context.Context, cmd link.Command) (link.AckStatus, [
 	d.outMu.Unlock()
 	if d.fwd != nil {
 		if err := d.fwd.forward(cmd.Payload); err != nil {
-			d.log.Error("forward failed", "user", cmd.User, "id", cmd.ID, "forward", d.fwd.conn.RemoteAddr().String(), "err", unwrapSyscall(err))
+			d.log.Error("forward failed", "user", cmd.User, "id", app.FormatID(cmd.ID), "forward", d.fwd.conn.RemoteAddr().String(), "err", unwrapSyscall(err))
 			if re, ok := errors.AsType[*refusedError](err); ok {
 				return link.AckFailed, []byte(re.Error())
 			}

@@ -1,8 +1,13 @@
 package app
 
 import (
+	"bytes"
+	"context"
 	"encoding/binary"
+	"encoding/json"
+	"log/slog"
 	"math"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -132,8 +137,50 @@ func TestAckStatusMeaning(t *testing.T) {
 
 func TestIDString(t *testing.T) {
 	for id, want := range map[uint64]string{0: "0000000000000000", 1<<53 + 1: "0020000000000001", math.MaxUint64: "ffffffffffffffff"} {
-		if got := idString(id); got != want {
-			t.Errorf("idString(%d) = %s, want %s", id, got, want)
+		if got := FormatID(id); got != want {
+			t.Errorf("FormatID(%d) = %s, want %s", id, got, want)
 		}
+	}
+}
+
+type nopPeer struct{}
+
+func (nopPeer) Send([]byte, PacketKind) bool { return true }
+func (nopPeer) Addr() netip.AddrPort         { return netip.MustParseAddrPort("192.0.2.1:5000") }
+func (nopPeer) Remove()                      {}
+func (nopPeer) PeerClosed()                  {}
+
+type noChannel struct{}
+
+func (noChannel) AppendSessions(dst []*Session) []*Session { return dst }
+
+type pilotAuth struct{}
+
+func (pilotAuth) Authorize(string, Identity) (Role, LoginStatus)     { return RolePilot, LoginOK }
+func (pilotAuth) Login(string, []byte, Identity) (Role, LoginStatus) { return RolePilot, LoginOK }
+
+// The audit trail in JSON: 64-bit ids and sequence numbers are strings (jq and JavaScript
+// would round numbers above 2^53), and the key is named by its fingerprint.
+func TestAuditLineJSONKeepsIDsExact(t *testing.T) {
+	var buf bytes.Buffer
+	s, _, err := NewServer(ServerConfig{Channel: noChannel{}, Auth: pilotAuth{}, DedupLifetime: time.Minute,
+		Handler: func(context.Context, Command) (AckStatus, []byte) { return AckOK, nil },
+		Logger:  slog.New(slog.NewJSONHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := &Session{peer: nopPeer{}, id: Identity{Fingerprint: "SHA256:abc"}, index: 7}
+	const id, seq = 1<<53 + 1, 1796171368314859153
+	job := commandJob{sess: sess, cache: s.dedupFor(dedupKey{}), header: CommandHeader{Seq: seq},
+		cmd: Command{ID: id, User: "alice", Payload: []byte("arm")}}
+	job.cache.Begin(id, time.Now())
+	s.finishCommand(job, AckLate, nil, 1500*time.Millisecond)
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("%v: %s", err, buf.Bytes())
+	}
+	if line["id"] != "0020000000000001" || line["seq"] != "1796171368314859153" || line["key"] != "SHA256:abc" ||
+		line["result"] != "late" || line["level"] != "WARN" {
+		t.Fatalf("audit line %s", buf.Bytes())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -600,7 +601,7 @@ func (s *Server) handleCommand(sess *Session, m *Message, now time.Time) {
 	user, role := s.currentRole(sess)
 	if role == RoleNone {
 		s.cfg.Hooks.Command(AckNotLoggedIn)
-		s.cfg.Logger.Warn("command refused", s.who(sess, user, sess.peer.Addr(), "id", idString(m.ID),
+		s.cfg.Logger.Warn("command refused", s.who(sess, user, sess.peer.Addr(), "id", FormatID(m.ID),
 			"result", AckNotLoggedIn.String())...)
 		s.ack(sess, m.ID, AckNotLoggedIn, nil)
 		return
@@ -706,7 +707,7 @@ func (s *Server) executeOrdered(id Identity, h CommandHeader) {
 func (s *Server) finishCommand(job commandJob, status AckStatus, payload []byte, age time.Duration) {
 	job.cache.Finish(job.cmd.ID, uint8(status), payload)
 	s.cfg.Hooks.Command(status)
-	args := s.who(job.sess, job.cmd.User, job.cmd.From, "id", idString(job.cmd.ID), "seq", job.header.Seq,
+	args := s.who(job.sess, job.cmd.User, job.cmd.From, "id", FormatID(job.cmd.ID), "seq", strconv.FormatUint(job.header.Seq, 10),
 		"size", len(job.cmd.Payload), "result", status.String())
 	level := slog.LevelInfo
 	if !status.Executed() {
@@ -719,9 +720,9 @@ func (s *Server) finishCommand(job commandJob, status AckStatus, payload []byte,
 	s.ack(job.sess, job.cmd.ID, status, payload)
 }
 
-// idString writes a 64-bit id for the logs as 16 hex digits: a string, so that JSON
-// readers that hold numbers as doubles (jq, JavaScript) do not round it.
-func idString(id uint64) string {
+// FormatID writes a 64-bit command or login id for the logs as 16 hex digits: a string, so
+// that JSON readers that hold numbers as doubles (jq, JavaScript) do not round it.
+func FormatID(id uint64) string {
 	const digits = "0123456789abcdef"
 	var b [16]byte
 	for i := 15; i >= 0; i-- {
