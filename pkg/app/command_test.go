@@ -184,3 +184,22 @@ func TestAuditLineJSONKeepsIDsExact(t *testing.T) {
 		t.Fatalf("audit line %s", buf.Bytes())
 	}
 }
+
+// The password of a login is wiped from the buffer the channel opened it in (its reused
+// read buffer) once the login is handled.
+func TestLoginPasswordWipedFromReadBuffer(t *testing.T) {
+	_, up, err := NewServer(ServerConfig{Channel: noChannel{}, Auth: pilotAuth{}, DedupLifetime: time.Minute,
+		Handler: func(context.Context, Command) (AckStatus, []byte) { return AckOK, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := up.NewSession(nopPeer{}, Identity{}, 1, time.Now(), nil)
+	buf := AppendLogin(nil, 9, "alice", []byte("correct horse"))
+	up.Receive(sess, buf, time.Now())
+	if !bytes.Equal(buf[:LoginHeaderSize+5], AppendLogin(nil, 9, "alice", nil)) {
+		t.Fatalf("the login header changed: % x", buf)
+	}
+	if pw := buf[LoginHeaderSize+5:]; !bytes.Equal(pw, make([]byte, len(pw))) {
+		t.Fatalf("password left in the read buffer: %q", pw)
+	}
+}
