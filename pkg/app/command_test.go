@@ -203,3 +203,33 @@ func TestLoginPasswordWipedFromReadBuffer(t *testing.T) {
 		t.Fatalf("password left in the read buffer: %q", pw)
 	}
 }
+
+// recordingChannel keeps every message the client asks it to send (the slices themselves,
+// not copies).
+type recordingChannel struct{ sent [][]byte }
+
+func (r *recordingChannel) Send(msg []byte, _ PacketKind, _ time.Time) bool {
+	r.sent = append(r.sent, msg)
+	return true
+}
+func (r *recordingChannel) Reconnect()            {}
+func (r *recordingChannel) NoSession(error) error { return nil }
+func (r *recordingChannel) Shutdown(bool)         {}
+
+// The operator wipes its login message, which holds the password, once the channel has
+// sealed it.
+func TestClientWipesLoginPlaintext(t *testing.T) {
+	ch := &recordingChannel{}
+	c, up, err := NewClient(ClientConfig{Channel: ch, User: "alice", Password: []byte("correct horse")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Established(false, time.Now())
+	c.Close()
+	if len(ch.sent) == 0 || len(ch.sent[0]) != len(AppendLogin(nil, 1, "alice", []byte("correct horse"))) {
+		t.Fatalf("no login sent first: %q", ch.sent)
+	}
+	if login := ch.sent[0]; !bytes.Equal(login, make([]byte, len(login))) {
+		t.Fatalf("login message not wiped after sending: %q", login)
+	}
+}
