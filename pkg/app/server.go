@@ -851,7 +851,14 @@ func (s *Server) commandExecutor(ctx context.Context) {
 		case job := <-s.commands:
 			_, role := s.currentRole(job.sess)
 			switch {
-			case role != RolePilot || job.sess.gone.Load():
+			case job.sess.gone.Load():
+				// No answer can reach the operator on a removed session, and none was
+				// given: the id is forgotten, so a copy on a live session (after a rekey,
+				// say) is judged afresh, deadline and order included.
+				job.cache.Abort(job.cmd.ID)
+				s.cfg.Logger.Info("command not run: its session ended while it waited", s.who(job.sess, job.cmd.User,
+					job.cmd.From, "id", FormatID(job.cmd.ID))...)
+			case role != RolePilot:
 				s.finishCommand(job, AckNotPermitted, nil, -1)
 			case SinceEpoch(s.cfg.Now(), job.arrived) >= job.left:
 				s.finishCommand(job, AckLate, nil, -1)
