@@ -19,6 +19,9 @@ import (
 type Identity struct {
 	// Key is the operator key that signed the native handshake; zero over DTLS.
 	Key crypto.KeyID
+	// KeyName is how logs name Key: its fingerprint (crypto.Fingerprint, as "dronelink
+	// fingerprint" prints it). If empty, logs print the prefix of it that Key fixes.
+	KeyName string
 	// Name is the PSK identity of a DTLS session; empty for native sessions.
 	Name string
 	// Source is set when the identity does not single out one operator: any holder of the
@@ -522,7 +525,11 @@ func (s *Server) who(sess *Session, user string, from netip.AddrPort, more ...an
 	if sess.id.Name != "" {
 		args = append(args, "identity", sess.id.Name)
 	} else {
-		args = append(args, "key", sess.id.Key.String())
+		name := sess.id.KeyName
+		if name == "" {
+			name = sess.id.Key.FingerprintPrefix()
+		}
+		args = append(args, "key", name)
 	}
 	return append(append(args, "from", from, "session", sess.index), more...)
 }
