@@ -335,6 +335,8 @@ func (a *app) linkFailure(ctx context.Context, err error, st *dialState, s *link
 		return failf(ExitRefused, "drone refused the session: %v", link.ErrBadSignature)
 	case errors.Is(err, dtlslink.ErrHandshakeRefused):
 		return failf(ExitRefused, "%v", err)
+	case errors.Is(err, link.ErrNoListener):
+		return failf(ExitNoAnswer, "%v", err)
 	}
 	if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
 		return localf("%v", err)

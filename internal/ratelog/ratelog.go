@@ -36,17 +36,29 @@ func (w *Limiter) WarnFor(who, msg string, args ...any) {
 	w.log(slog.LevelWarn, msg+"\x00"+who, msg, args)
 }
 
-func (w *Limiter) log(level slog.Level, key, msg string, args []any) {
+// Allow reports whether a message limited under key may be logged now. If so it returns
+// how many messages under key were suppressed since the last one logged, and the caller
+// logs the message itself, with that count; if not it counts one more suppressed message.
+// It allocates nothing, so a receive path that must stay allocation-free for forged traffic
+// builds its log arguments only when Allow says yes. key must come from a bounded set.
+func (w *Limiter) Allow(key string) (suppressed int, ok bool) {
 	now := time.Now()
 	w.mu.Lock()
-	if now.Sub(w.last[key]) < w.interval {
+	defer w.mu.Unlock()
+	if last, seen := w.last[key]; seen && now.Sub(last) < w.interval {
 		w.dropped[key]++
-		w.mu.Unlock()
+		return 0, false
+	}
+	suppressed = w.dropped[key]
+	w.last[key], w.dropped[key] = now, 0
+	return suppressed, true
+}
+
+func (w *Limiter) log(level slog.Level, key, msg string, args []any) {
+	suppressed, ok := w.Allow(key)
+	if !ok {
 		return
 	}
-	suppressed := w.dropped[key]
-	w.last[key], w.dropped[key] = now, 0
-	w.mu.Unlock()
 	if suppressed > 0 {
 		args = append(args, "suppressed", suppressed)
 	}

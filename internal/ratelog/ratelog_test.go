@@ -93,3 +93,26 @@ func TestWarnForKeepsPartiesApart(t *testing.T) {
 		t.Fatalf("%d lines, want one for olga, one for eve and one unkeyed", h.count("frame refused"))
 	}
 }
+
+// Allow, the allocation-free check for hot paths, admits one message per interval and
+// hands the caller the count of those it suppressed meanwhile.
+func TestLimiterAllow(t *testing.T) {
+	w := New(slog.New(slog.DiscardHandler), time.Hour)
+	if n, ok := w.Allow("bad mac"); !ok || n != 0 {
+		t.Fatalf("first: %d, %v", n, ok)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, ok := w.Allow("bad mac"); ok {
+			t.Fatal("allowed twice in an interval")
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per suppressed message", allocs)
+	}
+	w.mu.Lock()
+	w.last["bad mac"] = time.Now().Add(-2 * time.Hour)
+	w.mu.Unlock()
+	if n, ok := w.Allow("bad mac"); !ok || n != 101 {
+		t.Errorf("after the interval: %d suppressed, %v; want 101, true", n, ok)
+	}
+}

@@ -20,6 +20,9 @@ import (
 type Identity struct {
 	// Key is the operator key that signed the native handshake; zero over DTLS.
 	Key crypto.KeyID
+	// KeyName is how logs name Key: its fingerprint (crypto.Fingerprint, as "dronelink
+	// fingerprint" prints it). If empty, logs print the prefix of it that Key fixes.
+	KeyName string
 	// Name is the PSK identity of a DTLS session; empty for native sessions.
 	Name string
 	// Fingerprint is how logs name the operator key: its fingerprint in the form
@@ -548,7 +551,11 @@ func (s *Server) who(sess *Session, user string, from netip.AddrPort, more ...an
 	} else if sess.id.Fingerprint != "" {
 		args = append(args, "key", sess.id.Fingerprint)
 	} else {
-		args = append(args, "key", sess.id.Key.String())
+		name := sess.id.KeyName
+		if name == "" {
+			name = sess.id.Key.FingerprintPrefix()
+		}
+		args = append(args, "key", name)
 	}
 	return append(append(args, "from", from, "session", sess.index), more...)
 }

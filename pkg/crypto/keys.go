@@ -56,6 +56,20 @@ type KeyID [KeyIDSize]byte
 // String returns the KeyID as 32 lowercase hex digits.
 func (id KeyID) String() string { return hex.EncodeToString(id[:]) }
 
+// fingerprintPrefixChars is how many base64 characters of a fingerprint a KeyID fixes:
+// 21 characters carry 126 of its 128 bits.
+const fingerprintPrefixChars = KeyIDSize * 8 / 6
+
+// FingerprintPrefix returns the start of the Fingerprint of the key id names, for logs
+// that know only the id (an unknown key): "SHA256:", the first 21 characters of the
+// unpadded standard base64 of the id, then "…". Those characters are the first 21 of the
+// full fingerprint, so an administrator can match it against "dronelink fingerprint".
+func (id KeyID) FingerprintPrefix() string {
+	var b [fingerprintPrefixChars + 1]byte // 16 bytes encode to 22 characters
+	base64.RawStdEncoding.Encode(b[:], id[:])
+	return "SHA256:" + string(b[:fingerprintPrefixChars]) + "…"
+}
+
 // pkixDigest returns SHA-256 of the PKIX DER encoding of pub. ok is false for
 // a nil or malformed key.
 func pkixDigest(pub *rsa.PublicKey) (sum [sha256.Size]byte, ok bool) {

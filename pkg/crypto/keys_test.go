@@ -406,3 +406,32 @@ func assertNoTempFiles(t *testing.T, dir string) {
 		}
 	}
 }
+
+// A key id's fingerprint prefix (what logs print when only the id is known) is a true
+// prefix of the key's full fingerprint, plus an ellipsis: 21 base64 characters, 126 of the
+// id's 128 bits.
+func TestKeyIDFingerprintPrefix(t *testing.T) {
+	keys := []*rsa.PublicKey{&testKey(t, 2048).PublicKey}
+	for range 3 {
+		k, err := GenerateRSAKey(nil, 2048) // crypto/rand: nothing to seed or replay
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, &k.PublicKey)
+	}
+	for _, pub := range keys {
+		full := Fingerprint(pub)
+		got := KeyIDOf(pub).FingerprintPrefix()
+		if !strings.HasSuffix(got, "…") {
+			t.Fatalf("%q does not end in an ellipsis", got)
+		}
+		prefix := strings.TrimSuffix(got, "…")
+		if len(prefix) != len("SHA256:")+21 || !strings.HasPrefix(full, prefix) {
+			t.Errorf("FingerprintPrefix %q is not the 28-character prefix of %q", got, full)
+		}
+	}
+	var zero KeyID
+	if got := zero.FingerprintPrefix(); got != "SHA256:AAAAAAAAAAAAAAAAAAAAA…" {
+		t.Errorf("zero id: %q", got)
+	}
+}

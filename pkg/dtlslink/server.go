@@ -457,8 +457,11 @@ func (sess *session) establish(now time.Time) bool {
 		full := s.sessions[sess.index] == sess && !s.closing
 		s.mu.Unlock()
 		if full {
+			// The peer completed the handshake (it holds the PSK): its refusal is part of
+			// the audit trail, logged every time.
 			s.cfg.Hooks.Dropped(link.DropSessionLimit)
-			s.warn.Warn("session limit reached", "from", sess.peer())
+			s.cfg.Logger.Warn("handshake refused", "transport", "dtls", "reason", link.DropSessionLimit.String(),
+				"identity", sess.identity, "from", sess.peer(), "session", sess.index)
 		}
 		return false
 	}

@@ -10,6 +10,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dronelink/dronelink/pkg/app"
@@ -115,15 +117,28 @@ type Client struct {
 	rekeyAfter  time.Time // a refused rekey is not tried again before this
 	closed      bool
 	sealBuf     []byte // MaxDatagramSize capacity: datagrams are sealed into it under mu
+
+	refused atomic.Bool // a write met ECONNREFUSED (ICMP port unreachable); the timer acts on it
 }
 
 // Dial sets up a session with the drone and logs in, retransmitting over a lossy link until
 // ctx ends. It fails fast on a final refusal (wrong drone key, unknown operator key, wrong
-// password, ...).
+// password, ...), and with ErrNoListener when the drone's host answers the first handshake
+// with ICMP port unreachable.
+//
+// When cfg.Conn is a *UDPConn, on Linux, Dial connects it to cfg.Drone so that the kernel
+// reports ICMP port unreachable: the socket then takes datagrams only from cfg.Drone, so the
+// drone must answer from the address the operator dials (it does when it listens on that
+// address, or on a wildcard address that is its only address toward the operator).
 func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
+	}
+	if u, ok := cfg.Conn.(*UDPConn); ok {
+		if err := u.connectTo(cfg.Drone); err != nil {
+			cfg.Logger.Debug("cannot connect the socket to the drone's address; an ICMP port unreachable will go unnoticed", "err", err)
+		}
 	}
 	c, err := newClient(cfg)
 	if err != nil {
@@ -246,6 +261,9 @@ func (c *Client) sendInitiationLocked(now time.Time) error {
 
 func (c *Client) write(pkt []byte, kind PacketKind) bool {
 	if err := c.cfg.Conn.WriteTo(pkt, c.cfg.Drone); err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			c.refused.Store(true) // c.mu is held: the timer acts on it
+		}
 		c.cfg.Logger.Debug("send failed", "err", err)
 		return false
 	}
@@ -266,11 +284,39 @@ func (c *Client) sendLocked(s *Session, plaintext []byte, kind PacketKind, now t
 
 // readLoop reads the socket until it is closed.
 func (c *Client) readLoop() {
-	err := readDatagrams(c.cfg.Conn, c.cfg.Now, func(pkt []byte, _ netip.AddrPort, now time.Time) {
+	err := readDatagrams(c.cfg.Conn, c.cfg.Now, c.portUnreachable, func(pkt []byte, _ netip.AddrPort, now time.Time) {
 		c.handleDatagram(pkt, now)
 	})
 	if err != nil {
 		c.cfg.Logger.Warn("read failed", "err", err)
+	}
+}
+
+// msgPortUnreachable is logged when a running client hears ICMP port unreachable.
+const msgPortUnreachable = "the drone's port is unreachable (ICMP port unreachable): retrying"
+
+// portUnreachable handles an ICMP port unreachable from the drone's address, which the
+// kernel reports on a connected socket as ECONNREFUSED. Before the first session nothing
+// listens there, and Dial fails at once with ErrNoListener instead of waiting for its
+// deadline. A client that has had a session keeps going: the drone's daemon may be
+// restarting, and the client reconnects as after any link loss.
+func (c *Client) portUnreachable() {
+	err := &noListenerError{c.cfg.Drone}
+	c.mu.Lock()
+	first := c.current == nil && c.hs != nil && !c.failed && !c.closed
+	if first {
+		c.hs = nil
+		c.failed = true
+		c.hsErr = err
+	}
+	closed := c.closed
+	c.mu.Unlock()
+	switch {
+	case first:
+		c.cfg.Logger.Warn("no drone at this address", "err", err)
+		c.up.Fail(err)
+	case !closed:
+		c.cfg.Logger.Debug(msgPortUnreachable, "drone", c.cfg.Drone)
 	}
 }
 
@@ -423,6 +469,9 @@ func (c *Client) timerLoop(ctx context.Context) {
 }
 
 func (c *Client) tick(now time.Time) {
+	if c.refused.Swap(false) {
+		c.portUnreachable()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || c.failed {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"syscall"
 	"time"
 )
 
@@ -131,9 +132,11 @@ func (u *UDPConn) writeEach(msgs []Datagram) (int, error) {
 // readDatagrams reads conn until it is closed and hands each datagram to handle together
 // with the time its batch was read: one clock read per batch instead of per datagram
 // (time.Now is a third of a data packet's receive cost on some virtual machines). It reads
-// BatchSize datagrams per call when conn is a BatchConn. Read timeouts are retried; it
-// returns nil once conn is closed, or the first other error.
-func readDatagrams(conn PacketConn, clock func() time.Time, handle func(pkt []byte, from netip.AddrPort, now time.Time)) error {
+// BatchSize datagrams per call when conn is a BatchConn. Read timeouts are retried; so is
+// ECONNREFUSED (a connected socket's report of an ICMP port unreachable, which the kernel
+// clears as it reports it), after telling refused if it is not nil. It returns nil once
+// conn is closed, or the first other error.
+func readDatagrams(conn PacketConn, clock func() time.Time, refused func(), handle func(pkt []byte, from netip.AddrPort, now time.Time)) error {
 	bc, batched := conn.(BatchConn)
 	msgs := make([]Datagram, 1, BatchSize)
 	if batched {
@@ -157,6 +160,12 @@ func readDatagrams(conn PacketConn, clock func() time.Time, handle func(pkt []by
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				if refused != nil {
+					refused()
+				}
 				continue
 			}
 			return err

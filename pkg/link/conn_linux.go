@@ -380,3 +380,42 @@ func zoneIndex(zone string) uint32 {
 	zoneLookup(func() bool { index = zones.byName[zone]; return index != 0 })
 	return index
 }
+
+// connectTo connects the socket to peer (connect(2)). The kernel then reports an ICMP port
+// unreachable from peer as ECONNREFUSED on the socket's next read or write, which an
+// unconnected socket never hears of, and delivers datagrams from peer only. Writes that
+// name an address keep working on Linux.
+func (u *UDPConn) connectTo(peer netip.AddrPort) error {
+	raw, err := u.conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		local, err := unix.Getsockname(int(fd))
+		if err != nil {
+			cerr = err
+			return
+		}
+		switch local.(type) {
+		case *unix.SockaddrInet4:
+			addr := peer.Addr().Unmap()
+			if !addr.Is4() {
+				cerr = errAddressFamily
+				return
+			}
+			cerr = unix.Connect(int(fd), &unix.SockaddrInet4{Port: int(peer.Port()), Addr: addr.As4()})
+		case *unix.SockaddrInet6:
+			sa := &unix.SockaddrInet6{Port: int(peer.Port()), Addr: peer.Addr().As16()}
+			if zone := peer.Addr().Zone(); zone != "" {
+				sa.ZoneId = zoneIndex(zone)
+			}
+			cerr = unix.Connect(int(fd), sa)
+		default:
+			cerr = errAddressFamily
+		}
+	}); err != nil {
+		return err
+	}
+	return cerr
+}

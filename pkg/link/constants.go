@@ -164,3 +164,10 @@ const (
 
 // timerTick is how often endpoints look at their timers.
 const timerTick = 100 * time.Millisecond
+
+// Handshake limits per operator key, defaults for the server config: initiations whose
+// operator signature verified, before the drone's RSA unwrap.
+const (
+	DefaultKeyHandshakeRate  = 5  // per second
+	DefaultKeyHandshakeBurst = 20 // initiations
+)

@@ -2,6 +2,8 @@ package link
 
 import (
 	"errors"
+	"fmt"
+	"net/netip"
 
 	"github.com/dronelink/dronelink/pkg/app"
 )
@@ -37,4 +39,18 @@ var (
 	ErrTooLarge = app.ErrTooLarge
 	// ErrClosed: the endpoint was closed.
 	ErrClosed = app.ErrClosed
+	// ErrNoListener: the drone's host answered the first handshake with ICMP port
+	// unreachable: nothing listens at the drone's address (wrong port, or the drone's
+	// daemon is not running). Dial fails with an error that satisfies errors.Is(err,
+	// ErrNoListener) and names the address.
+	ErrNoListener = errors.New("nothing listens at the drone's address")
 )
+
+// noListenerError is ErrNoListener for one address.
+type noListenerError struct{ addr netip.AddrPort }
+
+func (e *noListenerError) Error() string {
+	return fmt.Sprintf("nothing listens at %s (the drone's host answered ICMP port unreachable)", e.addr)
+}
+
+func (e *noListenerError) Is(target error) bool { return target == ErrNoListener }

@@ -556,8 +556,8 @@ func TestEphemeralContributionToKeys(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		k, err := deriveKeys(&testPSK, secret, shared, init, prefix)
-		if err != nil {
+		var k schedule
+		if err := deriveKeys(&k, &testPSK, secret, shared, init, prefix); err != nil {
 			t.Fatal(err)
 		}
 		scheds = append(scheds, k)

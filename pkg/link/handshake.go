@@ -13,8 +13,9 @@ package link
 //	  InitiationSent ──────── initiation ───────────────►  length, type → PSK MAC →
 //	   │  ▲ retry (new t, s, e_i) with capped backoff       rate limit → t > last(key) →
 //	   │  └───────────────────────────┘                      drone key id → operator key →
-//	   │                                                     signature → unwrap s →
-//	   │                                                     ephemeral e_r, keys, confirm
+//	   │                                                     signature → per-key limits →
+//	   │                                                     unwrap s → ephemeral e_r,
+//	   │                                                     keys, confirm
 //	   │ ◄──────────────────── response ─────────────────────┘ (or error, PSK MAC'd)
 //	   │ PSK MAC → index → DH → keys → confirm
 //	  Established                                         session exists; the drone
@@ -106,7 +107,8 @@ func (k *schedule) wipe() {
 	crypto.Wipe(k.resume[:])
 }
 
-// deriveKeys runs the key schedule shared by both sides:
+// deriveKeys runs the key schedule shared by both sides into k, which the caller wipes
+// (the keys are written in place, never copied through a returned value):
 //
 //	th      = SHA-256(label || initiation || response prefix)
 //	prk     = HKDF-Extract(salt = th, ikm = PSK || s || X25519(e_i, e_r))
@@ -116,20 +118,28 @@ func (k *schedule) wipe() {
 //	confirm = ChaCha20-Poly1305(HKDF-Expand(prk, "dronelink v1 confirm", 32), nonce 0, "", ad = th)
 //
 // The resume key never protects traffic: a later rekey proves with it that the operator
-// holds this session's secrets, not only the operator's RSA key.
-func deriveKeys(psk *crypto.PSK, secret, shared, initiation, responsePrefix []byte) (k schedule, err error) {
+// holds this session's secrets, not only the operator's RSA key. Every intermediate
+// secret (the HKDF input, the PRK, each expanded key) is wiped before it returns, on every
+// path; on failure k is wiped too.
+func deriveKeys(k *schedule, psk *crypto.PSK, secret, shared, initiation, responsePrefix []byte) (err error) {
+	defer func() {
+		if err != nil {
+			k.wipe()
+		}
+	}()
 	h := sha256.New()
 	h.Write([]byte(labelTranscript))
 	h.Write(initiation)
 	h.Write(responsePrefix)
-	th := h.Sum(nil)
+	var th [sha256.Size]byte
+	h.Sum(th[:0])
 
 	ikm := make([]byte, 0, len(psk)+len(secret)+len(shared))
 	ikm = append(append(append(ikm, psk[:]...), secret...), shared...)
 	defer crypto.Wipe(ikm)
-	prk, err := crypto.HKDFExtract(ikm, th)
+	prk, err := crypto.HKDFExtract(ikm, th[:])
 	if err != nil {
-		return k, err
+		return err
 	}
 	defer crypto.Wipe(prk)
 	for _, out := range []struct {
@@ -138,25 +148,22 @@ func deriveKeys(psk *crypto.PSK, secret, shared, initiation, responsePrefix []by
 	}{{labelToDrone, k.toDrone[:]}, {labelToOperate, k.toOperator[:]}, {labelResume, k.resume[:]}} {
 		b, err := crypto.HKDFExpand(prk, out.label, crypto.AEADKeySize)
 		if err != nil {
-			k.wipe()
-			return k, err
+			return err
 		}
 		copy(out.key, b)
 		crypto.Wipe(b)
 	}
 	confirmKey, err := crypto.HKDFExpand(prk, labelConfirm, crypto.AEADKeySize)
 	if err != nil {
-		k.wipe()
-		return k, err
+		return err
 	}
 	defer crypto.Wipe(confirmKey)
 	aead, err := crypto.NewAEAD(confirmKey)
 	if err != nil {
-		k.wipe()
-		return k, err
+		return err
 	}
-	copy(k.confirm[:], aead.Seal(nil, 0, nil, th))
-	return k, nil
+	aead.Seal(k.confirm[:0], 0, nil, th[:])
+	return nil
 }
 
 // resumeTag proves knowledge of the replaced session's resume key: HMAC-SHA256 over the
@@ -317,13 +324,15 @@ func (h *Initiator) ConsumeResponse(pkt []byte) (keys SessionKeys, r Response, e
 		if err != nil {
 			return keys, r, ErrDecrypt
 		}
-		k, err := deriveKeys(&h.cfg.PSK, a.secret, shared, a.packet, pkt[:respOffConfirm])
+		var k schedule
+		err = deriveKeys(&k, &h.cfg.PSK, a.secret, shared, a.packet, pkt[:respOffConfirm])
 		crypto.Wipe(shared)
 		if err != nil {
 			return keys, r, err
 		}
 		if subtle.ConstantTimeCompare(k.confirm[:], r.Confirm[:]) == 1 {
 			keys.Send, keys.Recv, keys.Resume = k.toDrone, k.toOperator, k.resume
+			k.wipe()
 			h.answered = a.built
 			h.finish(StateEstablished)
 			return keys, r, nil
@@ -493,39 +502,75 @@ type Accepted struct {
 }
 
 // AcceptInitiation is the expensive second stage, for an initiation that passed
-// CheckInitiation (and the caller's rate limit). In order: timestamp freshness, drone key
-// id, operator key lookup, signature, unwrap. On success it records the timestamp and
-// appends the response for local index local to out. On failure the error maps to an
-// error datagram through ErrorReply. flags go into the response as they are.
+// CheckInitiation (and the caller's rate limit): VerifyInitiation, then the unwrap and the
+// key agreement. On success it records the timestamp and appends the response for local
+// index local to out. On failure the error maps to an error datagram through ErrorReply.
+// flags go into the response as they are.
 func (r *Responder) AcceptInitiation(out []byte, init *Initiation, local uint16, flags byte) ([]byte, *Accepted, error) {
+	v, err := r.VerifyInitiation(init)
+	if err != nil {
+		return out, nil, err
+	}
+	return r.CompleteInitiation(out, v, local, flags)
+}
+
+// Verified is an initiation whose operator signature verified: from here on its operator
+// key's holder is authenticated, and only that holder can make the drone go further.
+type Verified struct {
+	init           *Initiation
+	OperatorPublic *rsa.PublicKey
+}
+
+// VerifyInitiation runs the checks of AcceptInitiation up to the operator's signature, in
+// order: timestamp freshness, drone key id, operator key lookup, signature (an RSA public
+// operation). It records nothing. A caller can apply limits per operator key between it
+// and CompleteInitiation, where only the key's holder can spend them.
+func (r *Responder) VerifyInitiation(init *Initiation) (*Verified, error) {
 	if last, ok := r.last[init.OperatorKey]; ok && init.Timestamp <= last {
-		return out, nil, ErrStale
+		return nil, ErrStale
 	}
 	// A timestamp far ahead of a set clock is refused and never remembered: remembering it
 	// would lock the key out until the drone restarts. A drone whose clock was never set
 	// (no RTC, no GPS or NTP yet) cannot judge and skips the bound.
 	if now := r.cfg.Now(); now.After(ClockSaneAfter) && init.Timestamp > uint64(now.Add(MaxClockSkew).UnixNano()) {
-		return out, nil, ErrStale
+		return nil, ErrStale
 	}
 	if init.DroneKey != r.droneID || len(init.Wrapped) != r.cfg.DroneKey.Public().Size() {
-		return out, nil, ErrWrongDroneKey
+		return nil, ErrWrongDroneKey
 	}
 	opPub, ok := r.cfg.Operators(init.OperatorKey)
 	if !ok {
-		return out, nil, ErrUnknownOperatorKey
+		return nil, ErrUnknownOperatorKey
 	}
 	if len(init.Signature) != opPub.Size() {
-		return out, nil, ErrBadSignature
+		return nil, ErrBadSignature
 	}
 	r.work(WorkVerify)
 	if crypto.VerifyPSS(opPub, init.Signed, init.Signature) != nil {
-		return out, nil, ErrBadSignature
+		return nil, ErrBadSignature
+	}
+	return &Verified{init: init, OperatorPublic: opPub}, nil
+}
+
+// CompleteInitiation is the rest of AcceptInitiation for an initiation VerifyInitiation
+// passed: the timestamp is checked again (another initiation of the key may have been
+// accepted since), then the RSA-OAEP unwrap (the drone's private-key operation), the
+// timestamp is recorded, and the ephemeral agreement, key schedule and response follow.
+// Every intermediate secret is wiped before it returns.
+func (r *Responder) CompleteInitiation(out []byte, v *Verified, local uint16, flags byte) ([]byte, *Accepted, error) {
+	if v == nil || v.init == nil {
+		return out, nil, ErrMalformed
+	}
+	init := v.init
+	if last, ok := r.last[init.OperatorKey]; ok && init.Timestamp <= last {
+		return out, nil, ErrStale
 	}
 	r.work(WorkUnwrap)
 	secret, err := r.cfg.DroneKey.UnwrapSecret(init.Wrapped)
 	if err != nil || len(secret) != secretSize {
 		// The signature verified, so the operator wrapped garbage on purpose or to another
 		// key with our id: treat it as a key mismatch.
+		crypto.Wipe(secret)
 		return out, nil, ErrWrongDroneKey
 	}
 	defer crypto.Wipe(secret)
@@ -543,15 +588,16 @@ func (r *Responder) AcceptInitiation(out []byte, init *Initiation, local uint16,
 	defer crypto.Wipe(shared)
 	start := len(out)
 	out = appendResponsePrefix(out, local, init.Sender, flags, eph.PublicKey().Bytes())
-	k, err := deriveKeys(&r.cfg.PSK, secret, shared, init.Raw, out[start:])
-	if err != nil {
+	var k schedule
+	defer k.wipe()
+	if err := deriveKeys(&k, &r.cfg.PSK, secret, shared, init.Raw, out[start:]); err != nil {
 		return out[:start], nil, err
 	}
 	out = append(out, k.confirm[:]...)
 	out = r.mac.Sum(out, out[start:])
 	return out, &Accepted{
 		OperatorKey:    init.OperatorKey,
-		OperatorPublic: opPub,
+		OperatorPublic: v.OperatorPublic,
 		OperatorIndex:  init.Sender,
 		Replaces:       init.Replaces,
 		Timestamp:      init.Timestamp,

@@ -67,6 +67,12 @@ type ServerConfig struct {
 	// PSK MAC. If zero, 10 per second with a burst of 20.
 	HandshakeRate  float64
 	HandshakeBurst int
+	// KeyHandshakeRate and KeyHandshakeBurst limit initiations per operator key whose
+	// signature verified, before the drone's RSA unwrap: a holder of one authorised key
+	// cannot make the drone unwrap faster by spreading (spoofed) source addresses. If zero,
+	// DefaultKeyHandshakeRate per second with a burst of DefaultKeyHandshakeBurst.
+	KeyHandshakeRate  float64
+	KeyHandshakeBurst int
 	// LoginRate and LoginBurst limit password checks per operator key and per user. If zero,
 	// 1 per second with a burst of 5.
 	LoginRate  float64
@@ -109,9 +115,13 @@ func (c ServerConfig) withDefaults() (ServerConfig, error) {
 	def(&c.DedupCapacity, DefaultDedupCapacity)
 	def(&c.LoginWorkers, DefaultLoginWorkers)
 	def(&c.HandshakeBurst, 20)
+	def(&c.KeyHandshakeBurst, DefaultKeyHandshakeBurst)
 	def(&c.LoginBurst, 5)
 	if c.HandshakeRate == 0 {
 		c.HandshakeRate = 10
+	}
+	if c.KeyHandshakeRate == 0 {
+		c.KeyHandshakeRate = DefaultKeyHandshakeRate
 	}
 	if c.LoginRate == 0 {
 		c.LoginRate = 1
@@ -123,7 +133,7 @@ func (c ServerConfig) withDefaults() (ServerConfig, error) {
 		c.SessionIdleTimeout = SessionIdleTimeout
 	}
 	if c.MaxSessions < 0 || c.MaxSessions > 60000 || c.MaxSessionsPerKey < 0 || c.DedupCapacity < 0 ||
-		c.LoginWorkers < 0 || c.ReplayWindow < 0 || c.ReplayWindow > replay.MaxWindowSize || c.HandshakeRate < 0 || c.LoginRate < 0 ||
+		c.LoginWorkers < 0 || c.ReplayWindow < 0 || c.ReplayWindow > replay.MaxWindowSize || c.HandshakeRate < 0 || c.LoginRate < 0 || c.KeyHandshakeRate < 0 ||
 		c.KeepaliveInterval < 0 || c.SessionIdleTimeout <= LinkLostKeepalives*c.KeepaliveInterval {
 		return c, errors.New("link: server config has a negative or too large limit")
 	}
@@ -136,6 +146,7 @@ type serverSession struct {
 	*Session
 	srv *Server
 	key crypto.KeyID
+	fp  string // the operator key's fingerprint, for logs
 	app *app.Session
 
 	// Guarded by Server.mu.
@@ -179,7 +190,9 @@ type Server struct {
 	cfg       ServerConfig
 	responder *Responder // reader goroutine only
 
-	handshakeLimit *ratelimit.Limiter[netip.Addr]
+	handshakeLimit *ratelimit.Limiter[netip.Addr]   // per source address, before any RSA
+	keyLimit       *ratelimit.Limiter[crypto.KeyID] // per verified operator key, before the unwrap
+	rekeyLimit     *ratelimit.Limiter[uint16]       // per logged-in session a proven rekey replaces
 
 	mu       sync.RWMutex
 	sessions map[uint16]*serverSession
@@ -205,10 +218,17 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if !ok {
 		return nil, errors.New("link: invalid rate limit")
 	}
+	ks, ok := ratelimit.New[crypto.KeyID](ratelimit.Config{Rate: cfg.KeyHandshakeRate, Burst: cfg.KeyHandshakeBurst})
+	if !ok {
+		return nil, errors.New("link: invalid per-key rate limit")
+	}
+	rs, _ := ratelimit.New[uint16](ratelimit.Config{Rate: cfg.KeyHandshakeRate, Burst: cfg.KeyHandshakeBurst})
 	s := &Server{
 		cfg:            cfg,
 		responder:      responder,
 		handshakeLimit: hs,
+		keyLimit:       ks,
+		rekeyLimit:     rs,
 		sessions:       make(map[uint16]*serverSession),
 		perKey:         make(map[crypto.KeyID]int),
 		warn:           ratelog.New(cfg.Logger, 10*time.Second),
@@ -266,7 +286,7 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) readLoop() error {
 	var scratch receiveScratch
 	scratch.out = make([]byte, 0, MaxDatagramSize)
-	return readDatagrams(s.cfg.Conn, s.cfg.Now, func(pkt []byte, from netip.AddrPort, now time.Time) {
+	return readDatagrams(s.cfg.Conn, s.cfg.Now, nil, func(pkt []byte, from netip.AddrPort, now time.Time) {
 		s.handleDatagram(pkt, from, now, &scratch)
 	})
 }
@@ -302,61 +322,149 @@ func (s *Server) handleDatagram(pkt []byte, from netip.AddrPort, now time.Time, 
 
 func (s *Server) drop(r DropReason) { s.cfg.Hooks.Dropped(r) }
 
+// Log messages of the handshake.
+const (
+	msgWrongPSK          = "initiation with a wrong PSK MAC (another PSK?)"
+	msgHandshakeRate     = "handshake rate limit"
+	msgHandshakeRefused  = "handshake refused"
+	msgHandshakeAccepted = "handshake"
+)
+
 // handleInitiation runs the receive-side order of checks: length and type, PSK MAC, rate
-// limit per source, then (in the Responder) timestamp, keys, signature and unwrap.
+// limit per source, session slot, then (in the Responder) timestamp, keys and signature;
+// then, for an authenticated operator, the rate limit per key and the session limit per
+// key; then the unwrap and the key agreement.
 func (s *Server) handleInitiation(pkt []byte, from netip.AddrPort, out []byte, init *Initiation) {
 	if err := s.responder.CheckInitiation(pkt, init); err != nil {
 		s.drop(dropReasonFor(err))
+		if err == ErrBadMAC {
+			s.warnFrom(msgWrongPSK, from)
+		}
 		return
 	}
 	now := s.cfg.Now()
 	if !s.handshakeLimit.Allow(from.Addr(), now) {
 		s.drop(DropRateLimited)
-		s.warn.Warn("handshake rate limit", "from", from)
+		s.warnFrom(msgHandshakeRate, from)
 		return
 	}
 	local, replaced, flags, err := s.reserve(init, now)
 	if err != nil {
-		s.refuse(init, from, out, err)
+		s.refuse(init, "", from, out, err)
 		return
 	}
-	reply, acc, err := s.responder.AcceptInitiation(out, init, local, flags)
+	v, err := s.responder.VerifyInitiation(init)
 	if err != nil {
 		s.release(local)
-		s.refuse(init, from, out, err)
+		s.refuse(init, "", from, out, err)
+		return
+	}
+	// Authenticated: the operator key's holder signed this initiation. Everything from
+	// here on is logged in full, never suppressed.
+	fp := crypto.Fingerprint(v.OperatorPublic)
+	if !s.allowKey(init.OperatorKey, replaced, flags, now) {
+		s.release(local)
+		s.refuse(init, fp, from, out, ErrRateLimited)
+		return
+	}
+	if err := s.checkRoom(init.OperatorKey, replaced, flags); err != nil {
+		s.release(local)
+		s.refuse(init, fp, from, out, err)
+		return
+	}
+	reply, acc, err := s.responder.CompleteInitiation(out, v, local, flags)
+	if err != nil {
+		s.release(local)
+		s.refuse(init, fp, from, out, err)
 		return
 	}
 	sess, err := NewSession(&acc.Keys, local, acc.OperatorIndex, s.cfg.ReplayWindow, now)
 	acc.Keys.wipe()
 	if err != nil {
 		s.release(local)
-		s.cfg.Logger.Error("session setup failed", "err", err)
+		s.cfg.Logger.Error("session setup failed", "key", fp, "err", err)
 		return
 	}
 	sess.setPeer(from)
-	s.install(sess, acc, replaced, flags, now)
+	if err := s.install(sess, acc, fp, replaced, flags, now); err != nil {
+		// A session of the key logged in since checkRoom: there is no longer room.
+		s.release(local)
+		s.refuse(init, fp, from, out[:0], err)
+		return
+	}
 	s.send(reply, from, KindResponse)
 	s.cfg.Hooks.Handshake(HandshakeOK)
-	s.cfg.Logger.Info("handshake", "key", acc.OperatorKey.String(), "from", from, "session", local,
+	s.cfg.Logger.Info(msgHandshakeAccepted, "key", fp, "from", from, "session", local,
 		"rekey", replaced != nil, "login_carried", flags&FlagLoginCarried != 0)
 }
 
+// allowKey is the handshake rate limit per operator key, applied once the key's signature
+// verified and before the unwrap, so only the key's holder spends its budget. A proven rekey
+// that carries a login over has a budget of its own, per session it replaces: a holder of
+// the key without the password, who can drain the key's budget, cannot starve the rekeys
+// of a logged-in operator (whose session would end at RejectAfterTime).
+func (s *Server) allowKey(key crypto.KeyID, replaced *serverSession, flags byte, now time.Time) bool {
+	if replaced != nil && flags&FlagLoginCarried != 0 {
+		return s.rekeyLimit.Allow(replaced.local, now)
+	}
+	return s.keyLimit.Allow(key, now)
+}
+
+// warnFrom logs msg with the source address at a bounded rate (internal/ratelog). It
+// allocates nothing when the line is suppressed, so it may sit on the path of forged
+// datagrams.
+func (s *Server) warnFrom(msg string, from netip.AddrPort) {
+	if n, ok := s.warn.Allow(msg); ok {
+		if n > 0 {
+			s.cfg.Logger.Warn(msg, "from", from, "suppressed", n)
+		} else {
+			s.cfg.Logger.Warn(msg, "from", from)
+		}
+	}
+}
+
 // refuse counts a refused initiation and answers it with an error datagram if that helps
-// the operator (the answer is as small as can be: no amplification).
-func (s *Server) refuse(init *Initiation, from netip.AddrPort, out []byte, err error) {
-	s.drop(dropReasonFor(err))
+// the operator (the answer is as small as can be: no amplification). fp is the operator
+// key's fingerprint once its signature verified: the refusal of an authenticated operator
+// is logged every time. Without it the operator is not authenticated (anyone with the PSK
+// could have sent the initiation) and the refusal is logged at a bounded rate.
+func (s *Server) refuse(init *Initiation, fp string, from netip.AddrPort, out []byte, err error) {
+	reason := dropReasonFor(err)
+	s.drop(reason)
 	s.cfg.Hooks.Handshake(HandshakeFailed)
-	s.warn.Warn("handshake refused", "reason", dropReasonFor(err).String(), "key", init.OperatorKey.String(), "from", from)
+	if fp != "" {
+		s.cfg.Logger.Warn(msgHandshakeRefused, "reason", reason.String(), "key", fp, "from", from)
+	} else if n, ok := s.warn.Allow(msgHandshakeRefused); ok {
+		args := []any{"reason", reason.String(), "key", s.keyName(init.OperatorKey, err), "from", from}
+		if n > 0 {
+			args = append(args, "suppressed", n)
+		}
+		s.cfg.Logger.Warn(msgHandshakeRefused, args...)
+	}
 	if reply, ok := s.responder.ErrorReply(out, init, err); ok {
 		s.send(reply, from, KindError)
 	}
 }
 
-// reserve picks a free local index for a new session from init, enforcing the session
-// limits, and finds the session it replaces. A rekey counts (it supersedes the old session
-// and carries the login over) only if the initiation's resume tag proves the old session's
-// secrets: holding the operator's RSA key alone is not enough to inherit a login. The slot
-// is held by a nil entry until install.
+// keyName is how the log of an unauthenticated refusal names the operator key id: the
+// prefix of its fingerprint that the id fixes, or, for a bad signature, where the key was
+// found among the authorised ones, its full fingerprint (as "dronelink fingerprint" and
+// "dronelink user list" print it). Other refusals come before the key lookup, and logging
+// them costs none.
+func (s *Server) keyName(id crypto.KeyID, err error) string {
+	if err == ErrBadSignature {
+		if pub, ok := s.cfg.Auth.LookupKey(id); ok {
+			return crypto.Fingerprint(pub)
+		}
+	}
+	return id.FingerprintPrefix()
+}
+
+// reserve picks a free local index for a new session from init, enforcing the global
+// session limit, and finds the session it replaces. A rekey counts (it supersedes the old
+// session and carries the login over) only if the initiation's resume tag proves the old
+// session's secrets: holding the operator's RSA key alone is not enough to inherit a login.
+// The slot is held by a nil entry until install.
 func (s *Server) reserve(init *Initiation, now time.Time) (uint16, *serverSession, byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -391,6 +499,78 @@ func (s *Server) reserve(init *Initiation, now time.Time) (uint16, *serverSessio
 	return local, old, flags, nil
 }
 
+// checkRoom is the per-key session limit, checked for an authenticated initiation before
+// the drone's RSA unwrap; install decides again, authoritatively, under the same rule.
+func (s *Server) checkRoom(key crypto.KeyID, replaced *serverSession, flags byte) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	live := replaced != nil && s.sessions[replaced.local] == replaced
+	if !live {
+		replaced = nil
+	}
+	_, err := s.roomLocked(key, replaced, live && flags&FlagLoginCarried != 0)
+	return err
+}
+
+// roomLocked applies the per-key session limit to a new session of key: it returns nil
+// if there is room, else the session to evict to make room, or ErrSessionLimit. replaced
+// is the live session a proven rekey replaces (nil for a new handshake), loggedIn whether
+// the new session carries a login over. The rule:
+//
+//   - a session that is not logged in never pushes out one that is: a holder of the key
+//     without the password cannot end a logged-in session;
+//   - among the sessions it may push out, an unconfirmed one goes before a confirmed one,
+//     and among those the least recently heard first (sessionEvictRank);
+//   - a rekey never evicts the session it replaces (it must still receive during
+//     PreviousSessionGrace) and is never refused: with nothing it may push out it exceeds
+//     the limit until the session it replaces is retired;
+//   - a new handshake that finds nothing it may push out is refused.
+//
+// s.mu must be held.
+func (s *Server) roomLocked(key crypto.KeyID, replaced *serverSession, loggedIn bool) (*serverSession, error) {
+	if s.perKey[key] < s.cfg.MaxSessionsPerKey {
+		return nil, nil
+	}
+	var victim *serverSession
+	victimRank := 0
+	for _, o := range s.sessions {
+		if o == nil || o.key != key || o == replaced {
+			continue
+		}
+		rank := sessionEvictRank(o, loggedIn)
+		if rank < 0 {
+			continue
+		}
+		if victim == nil || rank < victimRank || (rank == victimRank && o.lastRecv.Load() < victim.lastRecv.Load()) {
+			victim, victimRank = o, rank
+		}
+	}
+	if victim == nil && replaced == nil {
+		return nil, ErrSessionLimit
+	}
+	return victim, nil
+}
+
+// sessionEvictRank orders the sessions a new session may evict, lowest first, or returns
+// -1 for one it must not evict. newLoggedIn is whether the new session is logged in (a
+// rekey carrying the login over). s.mu must be held.
+func sessionEvictRank(o *serverSession, newLoggedIn bool) int {
+	_, role := o.login()
+	switch loggedIn := role != RoleNone; {
+	case !loggedIn && !o.confirmed:
+		return 0 // a handshake attempt whose response was lost or not chosen
+	case !loggedIn:
+		return 1
+	case !newLoggedIn:
+		return -1 // never evict a logged-in session for one that is not
+	case !o.supersededAt.IsZero():
+		return 2 // already rekeyed, in its grace period
+	case !o.confirmed:
+		return 3 // an earlier attempt of a rekey
+	}
+	return -1 // a logged-in session in use
+}
+
 // release frees a reserved index after a failed handshake.
 func (s *Server) release(local uint16) {
 	s.mu.Lock()
@@ -401,13 +581,12 @@ func (s *Server) release(local uint16) {
 }
 
 // install puts an accepted session in the table, carrying the login over from the session
-// it rekeys. Beyond the per-key limit it evicts one of the operator key's sessions:
-// an unconfirmed one (a handshake attempt whose response was lost) before a confirmed
-// one, the least recently heard first. Sibling attempts of the same handshake are kept
-// until one of them is confirmed, because the operator may complete any of its recent
-// attempts with a late response.
-func (s *Server) install(sess *Session, acc *Accepted, replaced *serverSession, flags byte, now time.Time) {
-	ss := &serverSession{Session: sess, srv: s, key: acc.OperatorKey}
+// it rekeys. At the per-key limit it evicts one of the operator key's sessions, or refuses
+// the new one with ErrSessionLimit, by the rule of roomLocked. Sibling attempts of the same
+// handshake are kept until one of them is confirmed, because the operator may complete any
+// of its recent attempts with a late response.
+func (s *Server) install(sess *Session, acc *Accepted, fp string, replaced *serverSession, flags byte, now time.Time) error {
+	ss := &serverSession{Session: sess, srv: s, key: acc.OperatorKey, fp: fp}
 	s.mu.Lock()
 	var inherit *app.Session
 	if replaced != nil && s.sessions[replaced.local] == replaced {
@@ -415,28 +594,30 @@ func (s *Server) install(sess *Session, acc *Accepted, replaced *serverSession, 
 		if flags&FlagLoginCarried != 0 {
 			inherit = replaced.app
 		}
+	} else {
+		replaced = nil
 	}
-	ss.app = s.up.NewSession(ss, app.Identity{Key: acc.OperatorKey}, sess.local, now, inherit)
-	if s.perKey[acc.OperatorKey] >= s.cfg.MaxSessionsPerKey {
-		var victim *serverSession
-		for _, o := range s.sessions {
-			if o == nil || o.key != acc.OperatorKey {
-				continue
-			}
-			if victim == nil || (!o.confirmed && victim.confirmed) ||
-				(o.confirmed == victim.confirmed && o.lastRecv.Load() < victim.lastRecv.Load()) {
-				victim = o
-			}
-		}
-		if victim != nil {
-			s.removeLocked(victim.local)
-		}
+	victim, err := s.roomLocked(acc.OperatorKey, replaced, inherit != nil)
+	if err != nil {
+		s.mu.Unlock()
+		return err
 	}
+	var evictedUser string
+	if victim != nil {
+		evictedUser, _ = victim.login()
+		s.removeLocked(victim.local)
+	}
+	ss.app = s.up.NewSession(ss, app.Identity{Key: acc.OperatorKey, KeyName: fp}, sess.local, now, inherit)
 	s.sessions[sess.local] = ss
 	s.perKey[acc.OperatorKey]++
 	n := len(s.sessions)
 	s.mu.Unlock()
 	s.cfg.Hooks.SessionsActive(n)
+	if victim != nil {
+		s.cfg.Logger.Info("session evicted", "session", victim.local, "user", evictedUser, "key", fp,
+			"reason", "per-key session limit", "by", sess.local)
+	}
+	return nil
 }
 
 // removeLocked deletes a session; s.mu must be held for writing.
@@ -499,7 +680,7 @@ func (s *Server) handleData(pkt []byte, from netip.AddrPort, now time.Time) {
 	}
 	// Authenticated from here on.
 	if ss.setPeer(from) {
-		s.warn.Info("operator roamed", "session", ss.local, "key", ss.key.String(), "to", from)
+		s.warn.Info("operator roamed", "session", ss.local, "key", ss.fp, "to", from)
 	}
 	s.confirm(ss, now)
 	s.up.Receive(ss.app, plain, now)
@@ -645,6 +826,8 @@ func (s *Server) timerLoop(ctx context.Context) {
 		s.mu.Unlock()
 		s.cfg.Hooks.SessionsActive(n)
 		s.handshakeLimit.Sweep(now)
+		s.keyLimit.Sweep(now)
+		s.rekeyLimit.Sweep(now)
 	}
 }
 
