@@ -169,7 +169,7 @@ func TestAuditLineJSONKeepsIDsExact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess := &Session{peer: nopPeer{}, id: Identity{Fingerprint: "SHA256:abc"}, index: 7}
+	sess := &Session{peer: nopPeer{}, id: Identity{KeyName: "SHA256:abc"}, index: 7}
 	const id, seq = 1<<53 + 1, 1796171368314859153
 	job := commandJob{sess: sess, cache: s.dedupFor(dedupKey{}), header: CommandHeader{Seq: seq},
 		cmd: Command{ID: id, User: "alice", Payload: []byte("arm")}}

@@ -25,10 +25,6 @@ type Identity struct {
 	KeyName string
 	// Name is the PSK identity of a DTLS session; empty for native sessions.
 	Name string
-	// Fingerprint is how logs name the operator key: its fingerprint in the form
-	// `dronelink fingerprint` prints (crypto.Fingerprint), set by the channel; empty over
-	// DTLS. It is not part of the identity's comparisons (the limiters key by Key).
-	Fingerprint string
 	// Source is set when the identity does not single out one operator: any holder of the
 	// fleet PSK may claim any DTLS PSK identity, so there it is the peer's address, which
 	// the DTLS cookie exchange verified. Login limits are then kept per source address, so
@@ -548,8 +544,6 @@ func (s *Server) who(sess *Session, user string, from netip.AddrPort, more ...an
 	args := []any{"user", user}
 	if sess.id.Name != "" {
 		args = append(args, "identity", sess.id.Name)
-	} else if sess.id.Fingerprint != "" {
-		args = append(args, "key", sess.id.Fingerprint)
 	} else {
 		name := sess.id.KeyName
 		if name == "" {
