@@ -2,30 +2,23 @@ package daemon
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"net"
 	"os"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/dronelink/dronelink/internal/icmperr"
 	"github.com/dronelink/dronelink/pkg/link"
 )
 
-// sizeofSockExtendedErr is sizeof(struct sock_extended_err): ee_errno (u32), ee_origin,
-// ee_type, ee_code, ee_pad (u8 each), ee_info, ee_data (u32 each).
-const sizeofSockExtendedErr = 16
-
-// errQueue reads the socket's error queue (IP_RECVERR, see ip(7)): one entry per ICMP
-// error, its data the start of the UDP payload the error quotes, its control message a
+// errQueue reads the socket's error queue (IP_RECVERR, see package icmperr): one entry per
+// ICMP error, its data the start of the UDP payload the error quotes, its control message a
 // struct sock_extended_err whose first field is the errno.
 type errQueue struct {
-	raw    syscall.RawConn
-	conn   *net.UDPConn
-	quoted []byte // one byte more than the largest command: a longer quote is not ours
-	oob    []byte
+	raw  syscall.RawConn
+	conn *net.UDPConn
+	q    *icmperr.Queue // quotes one byte more than the largest command: a longer quote is not ours
 }
 
 // open sets IP_RECVERR (and IPV6_RECVERR on an IPv6 socket) on conn.
@@ -34,43 +27,17 @@ func (q *errQueue) open(conn *net.UDPConn) error {
 	if err != nil {
 		return err
 	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		sa, err := unix.Getsockname(int(fd))
-		if err != nil {
-			serr = err
-			return
-		}
-		if _, v6 := sa.(*unix.SockaddrInet6); v6 {
-			if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVERR, 1); serr != nil {
-				return
-			}
-			// IPv4-mapped destinations get ICMPv4 errors, queued only with IP_RECVERR.
-			_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVERR, 1)
-			return
-		}
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVERR, 1)
-	}); err != nil {
+	if err := icmperr.Enable(raw); err != nil {
 		return err
 	}
-	if serr != nil {
-		return os.NewSyscallError("setsockopt", serr)
-	}
 	q.raw, q.conn = raw, conn
-	q.quoted = make([]byte, link.MaxCommandPayload+1)
-	q.oob = make([]byte, unix.CmsgSpace(sizeofSockExtendedErr+unix.SizeofSockaddrInet6))
+	q.q = icmperr.NewQueue(link.MaxCommandPayload + 1)
 	return nil
 }
 
 // fromICMP says whether a write's errno may be an ICMP error of an earlier datagram that
 // the kernel reported on the write.
-func (q *errQueue) fromICMP(errno syscall.Errno) bool {
-	switch errno {
-	case unix.ECONNREFUSED, unix.EHOSTUNREACH, unix.ENETUNREACH, unix.EHOSTDOWN, unix.EPROTO, unix.ENOPROTOOPT:
-		return true
-	}
-	return false
-}
+func (q *errQueue) fromICMP(errno syscall.Errno) bool { return icmperr.FromICMP(errno) }
 
 // next takes one entry off the queue without waiting: its errno, or false when it is empty.
 func (q *errQueue) next() (syscall.Errno, bool) {
@@ -131,35 +98,6 @@ func (q *errQueue) await(payload []byte, deadline time.Time) syscall.Errno {
 // recv reads one error-queue entry: its errno (0 if it carried none) and the quoted
 // payload (nil if longer than any command), or false if the queue is empty.
 func (q *errQueue) recv(fd uintptr) (syscall.Errno, []byte, bool) {
-	for {
-		n, oobn, flags, _, err := unix.Recvmsg(int(fd), q.quoted, q.oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return 0, nil, false // EAGAIN: empty
-		}
-		quoted := q.quoted[:n:n]
-		if flags&unix.MSG_TRUNC != 0 {
-			quoted = nil
-		}
-		return extendedErrno(q.oob[:oobn]), quoted, true
-	}
-}
-
-// extendedErrno is the ee_errno of the IP_RECVERR or IPV6_RECVERR control message.
-func extendedErrno(oob []byte) syscall.Errno {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return 0
-	}
-	for _, m := range msgs {
-		if (m.Header.Level == unix.SOL_IP && m.Header.Type == unix.IP_RECVERR) ||
-			(m.Header.Level == unix.SOL_IPV6 && m.Header.Type == unix.IPV6_RECVERR) {
-			if len(m.Data) >= sizeofSockExtendedErr {
-				return syscall.Errno(binary.NativeEndian.Uint32(m.Data[:4]))
-			}
-		}
-	}
-	return 0
+	e, ok := q.q.Recv(fd)
+	return e.Errno, e.Quoted, ok
 }

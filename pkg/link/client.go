@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/dronelink/dronelink/pkg/app"
@@ -118,7 +117,8 @@ type Client struct {
 	closed      bool
 	sealBuf     []byte // MaxDatagramSize capacity: datagrams are sealed into it under mu
 
-	refused atomic.Bool // a write met ECONNREFUSED (ICMP port unreachable); the timer acts on it
+	refused atomic.Bool   // ICMP port unreachable for a datagram to the drone; the timer acts on it
+	wake    chan struct{} // wakes the timer for refused
 }
 
 // Dial sets up a session with the drone and logs in, retransmitting over a lossy link until
@@ -126,23 +126,23 @@ type Client struct {
 // password, ...), and with ErrNoListener when the drone's host answers the first handshake
 // with ICMP port unreachable.
 //
-// When cfg.Conn is a *UDPConn, on Linux, Dial connects it to cfg.Drone so that the kernel
-// reports ICMP port unreachable: the socket then takes datagrams only from cfg.Drone, so the
-// drone must answer from the address the operator dials (it does when it listens on that
-// address, or on a wildcard address that is its only address toward the operator).
+// When cfg.Conn is a *UDPConn, on Linux, Dial sets IP_RECVERR (IPV6_RECVERR) on its socket
+// so that the kernel reports ICMP errors about the datagrams it sends; the socket stays
+// unconnected and takes the drone's answers from any source address (a multi-homed drone
+// may answer from another address than the one dialled).
 func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	if u, ok := cfg.Conn.(*UDPConn); ok {
-		if err := u.connectTo(cfg.Drone); err != nil {
-			cfg.Logger.Debug("cannot connect the socket to the drone's address; an ICMP port unreachable will go unnoticed", "err", err)
-		}
-	}
 	c, err := newClient(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if u, ok := cfg.Conn.(*UDPConn); ok {
+		if err := u.watchUnreachable(cfg.Drone, c.noteUnreachable); err != nil {
+			cfg.Logger.Debug("cannot watch the socket for ICMP errors; an ICMP port unreachable will go unnoticed", "err", err)
+		}
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
@@ -165,7 +165,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 
 // newClient builds the channel and its application layer, without goroutines.
 func newClient(cfg ClientConfig) (*Client, error) {
-	c := &Client{cfg: cfg, cancel: func() {}, sealBuf: make([]byte, 0, MaxDatagramSize)}
+	c := &Client{cfg: cfg, cancel: func() {}, sealBuf: make([]byte, 0, MaxDatagramSize), wake: make(chan struct{}, 1)}
 	var err error
 	c.Client, c.up, err = app.NewClient(app.ClientConfig{
 		Channel: c, User: cfg.User, Password: cfg.Password, Logger: cfg.Logger, Hooks: cfg.Hooks, Now: cfg.Now,
@@ -261,9 +261,6 @@ func (c *Client) sendInitiationLocked(now time.Time) error {
 
 func (c *Client) write(pkt []byte, kind PacketKind) bool {
 	if err := c.cfg.Conn.WriteTo(pkt, c.cfg.Drone); err != nil {
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			c.refused.Store(true) // c.mu is held: the timer acts on it
-		}
 		c.cfg.Logger.Debug("send failed", "err", err)
 		return false
 	}
@@ -284,7 +281,7 @@ func (c *Client) sendLocked(s *Session, plaintext []byte, kind PacketKind, now t
 
 // readLoop reads the socket until it is closed.
 func (c *Client) readLoop() {
-	err := readDatagrams(c.cfg.Conn, c.cfg.Now, c.portUnreachable, func(pkt []byte, _ netip.AddrPort, now time.Time) {
+	err := readDatagrams(c.cfg.Conn, c.cfg.Now, func(pkt []byte, _ netip.AddrPort, now time.Time) {
 		c.handleDatagram(pkt, now)
 	})
 	if err != nil {
@@ -295,8 +292,19 @@ func (c *Client) readLoop() {
 // msgPortUnreachable is logged when a running client hears ICMP port unreachable.
 const msgPortUnreachable = "the drone's port is unreachable (ICMP port unreachable): retrying"
 
-// portUnreachable handles an ICMP port unreachable from the drone's address, which the
-// kernel reports on a connected socket as ECONNREFUSED. Before the first session nothing
+// noteUnreachable is the socket's report of an ICMP port unreachable for a datagram sent
+// to the drone's address (UDPConn.watchUnreachable). It comes from the reader or from a
+// writer, which holds c.mu: the timer goroutine acts on it, at once.
+func (c *Client) noteUnreachable() {
+	c.refused.Store(true)
+	select {
+	case c.wake <- struct{}{}:
+	default: // a wake is pending; it will see refused
+	}
+}
+
+// portUnreachable handles an ICMP port unreachable for the drone's address (reported by
+// noteUnreachable, acted on by the timer goroutine). Before the first session nothing
 // listens there, and Dial fails at once with ErrNoListener instead of waiting for its
 // deadline. A client that has had a session keeps going: the drone's daemon may be
 // restarting, and the client reconnects as after any link loss.
@@ -462,6 +470,11 @@ func (c *Client) timerLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-c.wake:
+			if c.refused.Swap(false) {
+				c.portUnreachable()
+			}
+			continue
 		case <-t.C:
 		}
 		c.tick(c.cfg.Now())
@@ -469,9 +482,6 @@ func (c *Client) timerLoop(ctx context.Context) {
 }
 
 func (c *Client) tick(now time.Time) {
-	if c.refused.Swap(false) {
-		c.portUnreachable()
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || c.failed {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -61,7 +62,8 @@ type BatchConn interface {
 // datagram. On Linux its batches use recvmmsg(2) and sendmmsg(2).
 type UDPConn struct {
 	conn  *net.UDPConn
-	batch *batchIO // nil: one datagram per system call
+	batch *batchIO                  // nil: one datagram per system call
+	icmp  atomic.Pointer[icmpWatch] // nil unless a Client watches for ICMP port unreachable (Linux)
 }
 
 var _ BatchConn = (*UDPConn)(nil)
@@ -85,13 +87,25 @@ func NewUDPConn(c *net.UDPConn) *UDPConn { return &UDPConn{conn: c, batch: newBa
 // ReadFrom implements PacketConn. IPv4-mapped IPv6 sources are unmapped so one host has
 // one address for rate limiting and roaming.
 func (u *UDPConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
-	n, addr, err := u.conn.ReadFromUDPAddrPort(b)
-	return n, netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()), err
+	for {
+		n, addr, err := u.conn.ReadFromUDPAddrPort(b)
+		if err != nil && u.icmpReported(err) {
+			continue // an earlier datagram's ICMP error, now drained: read on
+		}
+		return n, netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()), err
+	}
 }
 
 // WriteTo implements PacketConn.
 func (u *UDPConn) WriteTo(b []byte, addr netip.AddrPort) error {
 	_, err := u.conn.WriteToUDPAddrPort(b, addr)
+	if err != nil && u.icmpReported(err) {
+		// The kernel reported an earlier datagram's ICMP error instead of sending this
+		// one; it is drained now: send again, once.
+		if _, err = u.conn.WriteToUDPAddrPort(b, addr); err != nil {
+			u.icmpReported(err)
+		}
+	}
 	return err
 }
 
@@ -133,10 +147,11 @@ func (u *UDPConn) writeEach(msgs []Datagram) (int, error) {
 // with the time its batch was read: one clock read per batch instead of per datagram
 // (time.Now is a third of a data packet's receive cost on some virtual machines). It reads
 // BatchSize datagrams per call when conn is a BatchConn. Read timeouts are retried; so is
-// ECONNREFUSED (a connected socket's report of an ICMP port unreachable, which the kernel
-// clears as it reports it), after telling refused if it is not nil. It returns nil once
-// conn is closed, or the first other error.
-func readDatagrams(conn PacketConn, clock func() time.Time, refused func(), handle func(pkt []byte, from netip.AddrPort, now time.Time)) error {
+// ECONNREFUSED (the report of an earlier datagram's ICMP port unreachable by a PacketConn
+// over a connected socket, which the kernel clears as it reports it; a UDPConn that
+// watches for it drains and reads on by itself). It returns nil once conn is closed, or
+// the first other error.
+func readDatagrams(conn PacketConn, clock func() time.Time, handle func(pkt []byte, from netip.AddrPort, now time.Time)) error {
 	bc, batched := conn.(BatchConn)
 	msgs := make([]Datagram, 1, BatchSize)
 	if batched {
@@ -163,9 +178,6 @@ func readDatagrams(conn PacketConn, clock func() time.Time, refused func(), hand
 				continue
 			}
 			if errors.Is(err, syscall.ECONNREFUSED) {
-				if refused != nil {
-					refused()
-				}
 				continue
 			}
 			return err

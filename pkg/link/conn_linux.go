@@ -155,13 +155,21 @@ func (u *UDPConn) ReadBatch(msgs []Datagram) (int, error) {
 	bio.readMu.Lock()
 	defer bio.readMu.Unlock()
 	b := bio.read
-	for i := range msgs {
-		b.setIovec(i, msgs[i].Buf)
-		b.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
-	}
-	b.count = len(msgs)
-	if err := bio.raw.Read(b.recvFn); err != nil {
-		return 0, err
+	for {
+		for i := range msgs {
+			b.setIovec(i, msgs[i].Buf)
+			b.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		}
+		b.count = len(msgs)
+		if err := bio.raw.Read(b.recvFn); err != nil {
+			return 0, err
+		}
+		if b.errno == 0 || !u.icmpErrno(b.errno) {
+			break
+		}
+		// An earlier datagram's ICMP error (the socket's pending error, which recvmmsg
+		// reports before any datagram, or after the ones it returned on the call before),
+		// now drained: read on.
 	}
 	if b.errno == unix.ENOSYS || b.errno == unix.EPERM {
 		bio.single.Store(true) // no recvmmsg here (old kernel, emulator, seccomp)
@@ -187,6 +195,7 @@ func (u *UDPConn) WriteBatch(msgs []Datagram) (int, error) {
 	defer bio.pool.Put(b)
 	sent := 0
 	gso := bio.gso.Load()
+	retried := false // an earlier datagram's ICMP error was reported instead of a send
 	for sent < len(msgs) {
 		chunk := msgs[sent:min(len(msgs), sent+BatchSize)]
 		b.count = b.pack(chunk, bio.inet6, gso)
@@ -209,6 +218,9 @@ func (u *UDPConn) WriteBatch(msgs []Datagram) (int, error) {
 			continue
 		case gso && b.segs[0] > 1 && (errno == unix.EMSGSIZE || errno == unix.EINVAL):
 			gso = false // a segment is over the path MTU: this call goes unsegmented
+			continue
+		case !retried && u.icmpErrno(errno):
+			retried = true // drained: send again, once
 			continue
 		case errno == unix.ENOSYS:
 			bio.single.Store(true)
@@ -379,43 +391,4 @@ func zoneIndex(zone string) uint32 {
 	var index uint32
 	zoneLookup(func() bool { index = zones.byName[zone]; return index != 0 })
 	return index
-}
-
-// connectTo connects the socket to peer (connect(2)). The kernel then reports an ICMP port
-// unreachable from peer as ECONNREFUSED on the socket's next read or write, which an
-// unconnected socket never hears of, and delivers datagrams from peer only. Writes that
-// name an address keep working on Linux.
-func (u *UDPConn) connectTo(peer netip.AddrPort) error {
-	raw, err := u.conn.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		local, err := unix.Getsockname(int(fd))
-		if err != nil {
-			cerr = err
-			return
-		}
-		switch local.(type) {
-		case *unix.SockaddrInet4:
-			addr := peer.Addr().Unmap()
-			if !addr.Is4() {
-				cerr = errAddressFamily
-				return
-			}
-			cerr = unix.Connect(int(fd), &unix.SockaddrInet4{Port: int(peer.Port()), Addr: addr.As4()})
-		case *unix.SockaddrInet6:
-			sa := &unix.SockaddrInet6{Port: int(peer.Port()), Addr: peer.Addr().As16()}
-			if zone := peer.Addr().Zone(); zone != "" {
-				sa.ZoneId = zoneIndex(zone)
-			}
-			cerr = unix.Connect(int(fd), sa)
-		default:
-			cerr = errAddressFamily
-		}
-	}); err != nil {
-		return err
-	}
-	return cerr
 }

@@ -243,15 +243,29 @@ func TestUDPConnBatchConcurrentWriters(t *testing.T) {
 }
 
 // TestUDPConnBatchAllocatesNothing: the batched path costs no allocation per call, so the
-// endpoints' receive and broadcast paths stay allocation-free.
+// endpoints' receive and broadcast paths stay allocation-free; also on a socket a Client
+// watches for ICMP port unreachable (IP_RECVERR on Linux).
 func TestUDPConnBatchAllocatesNothing(t *testing.T) {
 	if raceEnabled {
 		// Under the race detector a blocking read may allocate in the runtime now and then
 		// (seen once in CI, 1 allocation per 50 runs); make test runs this test without it.
 		t.Skip("allocation counts are checked without the race detector")
 	}
+	for _, watched := range []bool{false, true} {
+		t.Run(fmt.Sprintf("watched=%v", watched), func(t *testing.T) { testUDPConnBatchAllocs(t, watched) })
+	}
+}
+
+func testUDPConnBatchAllocs(t *testing.T, watched bool) {
 	rx := listenOrSkip(t, "127.0.0.1:0")
 	tx := listenOrSkip(t, "127.0.0.1:0")
+	if watched {
+		for _, c := range []*UDPConn{rx, tx} {
+			if err := c.watchUnreachable(netip.MustParseAddrPort("127.0.0.1:9"), func() {}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	out := make([]Datagram, BatchSize)
 	in := make([]Datagram, BatchSize)
 	for i := range out {

@@ -286,7 +286,7 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) readLoop() error {
 	var scratch receiveScratch
 	scratch.out = make([]byte, 0, MaxDatagramSize)
-	return readDatagrams(s.cfg.Conn, s.cfg.Now, nil, func(pkt []byte, from netip.AddrPort, now time.Time) {
+	return readDatagrams(s.cfg.Conn, s.cfg.Now, func(pkt []byte, from netip.AddrPort, now time.Time) {
 		s.handleDatagram(pkt, from, now, &scratch)
 	})
 }
