@@ -303,7 +303,10 @@ func TestShutdownTellsOperators(t *testing.T) {
 // A wrong PSK gets no alert from pion/dtls: the client sees no answer until its deadline,
 // and the drone counts a failed handshake when its own timeout ends it.
 func TestWrongPSKTimesOut(t *testing.T) {
-	d := startDrone(t, func(c *ServerConfig) { c.HandshakeTimeout = time.Second })
+	// The timeout ends the forged half-open association below; it also bounds the genuine
+	// handshake, which on a loaded machine under the race detector can take over a second
+	// (the drone then gives up on it and never registers the session).
+	d := startDrone(t, func(c *ServerConfig) { c.HandshakeTimeout = 4 * time.Second })
 	cfg := clientConfig(d, "alice")
 	cfg.PSK[0] ^= 1
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
@@ -585,11 +588,17 @@ func (l *logBuffer) String() string {
 // live association. Here the operator is a foreign peer without connection IDs, so its
 // records are routed by address only.
 func TestForgedClientHelloKeepsSession(t *testing.T) {
-	d := startDrone(t, func(c *ServerConfig) { c.HandshakeTimeout = time.Second })
+	// The timeout ends the forged half-open association below; it also bounds the genuine
+	// handshake, which on a loaded machine under the race detector can take over a second
+	// (the drone then gives up on it and never registers the session).
+	d := startDrone(t, func(c *ServerConfig) { c.HandshakeTimeout = 4 * time.Second })
 	conn, err := rawDial(t, d.addr, "alice", testPSK[:], 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The client's handshake ends when the drone's last flight arrives; the drone finishes
+	// its side, and registers the session, on its own goroutine, possibly just after.
+	waitFor(t, "the drone to register the session", func() bool { return len(d.srv.Sessions()) == 1 })
 	peer := d.srv.Sessions()[0].Peer
 	d.srv.route(minimalClientHello(), peer) // as the reader goroutine would for a spoofed datagram
 	waitFor(t, "the half-open association", func() bool { h, e := d.srv.counts(); return h == 1 && e == 1 })
