@@ -161,7 +161,7 @@ func New(reg prometheus.Registerer, opts Options) (*Link, error) {
 		"Login answers, by result: sent by the drone (role=drone) or received by the operator"+
 			" (role=operator); unknown is a status this build does not know.", "result")
 	commandsVec := counterVec("commands_total",
-		"Command answers, by status: the handler's status on the drone (role=drone), or the final"+
+		"Command answers, by status: every answer the drone decided (role=drone), or the final"+
 			" acknowledgement received by the operator (role=operator); unknown is a status this build"+
 			" does not know.", "status")
 	roundTrip := prometheus.NewHistogram(prometheus.HistogramOpts{
