@@ -5,10 +5,12 @@ import (
 	cryptorand "crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -439,3 +441,26 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // testCommand is the header of commands that tests build by hand: issued at the session's
 // epoch, 30 s to live, not ordered against the sender's other commands.
 var testCommand = CommandHeader{Flags: CommandIndependent, Lifetime: 30000}
+
+// countersSummary lists the nonzero counters of c, to explain a failed test.
+func countersSummary(c *Counters) string {
+	var b strings.Builder
+	add := func(name string, v uint64) {
+		if v != 0 {
+			fmt.Fprintf(&b, "%s=%d ", name, v)
+		}
+	}
+	for k := range c.Received {
+		add("received_"+PacketKind(k).String(), c.Received[k].Load())
+		add("sent_"+PacketKind(k).String(), c.Sent[k].Load())
+	}
+	for r := range c.Drops {
+		add("drop_"+DropReason(r).String(), c.Drops[r].Load())
+	}
+	for h := range c.Handshakes {
+		add("handshake_"+HandshakeResult(h).String(), c.Handshakes[h].Load())
+	}
+	add("rekeys", c.Rekeys.Load())
+	add("link_downs", c.LinkDowns.Load())
+	return strings.TrimSpace(b.String())
+}

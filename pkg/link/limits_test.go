@@ -218,7 +218,11 @@ func TestKeyThiefCannotEvictLoggedInSession(t *testing.T) {
 // the logged-in session is still accepted and carries the login.
 func TestKeyOnlyHandshakeRefusedWhenAllLoggedIn(t *testing.T) {
 	f := newFakeRig(t, func(c *ServerConfig) { c.MaxSessionsPerKey = 1 })
-	alice, err := f.client(t, "alice", aliceAddr, func(c *ClientConfig) { c.RekeyAfterTime = 300 * time.Millisecond })
+	aliceHooks := &Counters{}
+	alice, err := f.client(t, "alice", aliceAddr, func(c *ClientConfig) {
+		c.RekeyAfterTime = 300 * time.Millisecond
+		c.Hooks = aliceHooks
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,6 +236,12 @@ func TestKeyOnlyHandshakeRefusedWhenAllLoggedIn(t *testing.T) {
 	if f.lastTo(thief, TypeError) == nil {
 		t.Error("no busy answer to the refused handshake")
 	}
+	defer func() {
+		if t.Failed() { // what the drone and alice saw, to explain a failure
+			t.Logf("drone: %s; network: %+v", countersSummary(f.hooks), f.net.Stats())
+			t.Logf("alice: %s", countersSummary(aliceHooks))
+		}
+	}()
 	waitFor(t, "alice's rekey", func() bool { return f.hooks.Rekeys.Load() >= 1 })
 	if ack := command(t, alice, "after rekey"); ack.Status != AckOK {
 		t.Fatalf("after rekey: %v", ack.Status)
