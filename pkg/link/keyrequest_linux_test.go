@@ -23,7 +23,9 @@ func TestRequestDroneKeyUDP(t *testing.T) {
 	})
 	t.Run("drone", func(t *testing.T) {
 		r := startServer(t, listenOrSkip(t, "127.0.0.1:0"), nil)
-		pub, err := RequestDroneKey(context.Background(), KeyRequestConfig{Conn: listenOrSkip(t, "0.0.0.0:0"), Drone: r.address, PSK: testPSK})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // only bounds a broken build
+		defer cancel()
+		pub, err := RequestDroneKey(ctx, KeyRequestConfig{Conn: listenOrSkip(t, "0.0.0.0:0"), Drone: r.address, PSK: testPSK})
 		if err != nil || !pub.Equal(&testDrone.PublicKey) {
 			t.Fatalf("RequestDroneKey: %v", err)
 		}

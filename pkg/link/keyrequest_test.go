@@ -342,7 +342,9 @@ func TestRequestDroneKey(t *testing.T) {
 			}
 			hooks := &Counters{}
 			attempts := 0
-			pub, err := RequestDroneKey(context.Background(), KeyRequestConfig{Conn: oc, Drone: droneAddr, PSK: testPSK,
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // only bounds a broken build
+			defer cancel()
+			pub, err := RequestDroneKey(ctx, KeyRequestConfig{Conn: oc, Drone: droneAddr, PSK: testPSK,
 				Hooks: hooks, OnAttempt: func(n int) { attempts = n }})
 			if err != nil || !pub.Equal(&testDrone.PublicKey) {
 				t.Fatalf("RequestDroneKey: %v", err)
