@@ -18,7 +18,8 @@ const (
 	ExitUsage = 2
 	// ExitRefused: the drone refused us at the handshake or login: wrong password, unknown
 	// user, key not authorised for the user, operator key not authorised on the drone,
-	// drone key mismatch.
+	// drone key mismatch. For pin: the drone's key is not the expected one, or was not
+	// confirmed.
 	ExitRefused = 3
 	// ExitNotExecuted: the drone answered the command with a status other than ok
 	// (not_permitted, failed, not_logged_in, busy, late, superseded).
@@ -38,7 +39,8 @@ const exitCodesHelp = `Exit codes:
   2  usage error: bad flags or arguments
   3  refused by the drone at handshake or login: wrong password, unknown user,
      key not authorised for the user, operator key not authorised on the drone,
-     drone key mismatch
+     drone key mismatch; pin: the key's fingerprint is not the expected one
+     or was not confirmed
   4  command not executed or failed: the acknowledgement's status is not ok
      (not_permitted, failed, not_logged_in, busy, late, superseded)
   5  no answer: timeout, drone unreachable, PSK mismatch, or interrupted first;

@@ -116,11 +116,13 @@ func TestPSK(t *testing.T) {
 
 func TestFingerprint(t *testing.T) {
 	f := newFixture(t)
-	want := crypto.Fingerprint(&keys(t)["alice"].PublicKey)
+	pub := &keys(t)["alice"].PublicKey
+	want, digits := crypto.Fingerprint(pub), crypto.DigitFingerprint(pub)
 	r := run(t, "", "fingerprint", f.pub("alice"), f.key("alice"))
 	r.want(t, 0)
-	if r.stdout != want+"  "+f.pub("alice")+"\n"+want+"  "+f.key("alice")+"\n" {
-		t.Errorf("stdout %q, want fingerprint %s for both files", r.stdout, want)
+	lines := func(path string) string { return want + "  " + path + "\n" + digits + "  " + path + "\n" }
+	if r.stdout != lines(f.pub("alice"))+lines(f.key("alice")) {
+		t.Errorf("stdout %q, want fingerprints %s and %s for both files", r.stdout, want, digits)
 	}
 	run(t, "", "fingerprint", f.psk).want(t, 1, "bad key file", f.psk)
 	run(t, "", "fingerprint", f.path("missing")).want(t, 1, "cannot read key file", "no such file")

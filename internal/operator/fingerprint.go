@@ -20,10 +20,14 @@ func (a *app) newFingerprintCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "fingerprint PATH...",
 		Short: "Print the fingerprint of a public or private key file",
-		Long: `Print the fingerprint (SHA256:...) of each RSA public or private key file, one line
-each. Compare the drone's fingerprint over a trusted channel before pinning its public
-key with --drone-pub: dronelink never trusts a key on first use. A private key file
-that group or others can access is refused, as everywhere (run: chmod 600 PATH).`,
+		Long: `Print the fingerprint of each RSA public or private key file in two lines, both
+followed by two spaces and the path: first the SHA256: form, then the readable form.
+Compare the drone's fingerprint over a trusted channel before pinning its public key
+with --drone-pub ("dronelink pin" fetches the key and checks it): dronelink never trusts
+a key on first use. A private key file that group or others can access is refused, as
+everywhere (run: chmod 600 PATH).
+
+` + fingerprintFormsHelp,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return errors.New("missing key file: give one or more paths")
@@ -36,7 +40,7 @@ that group or others can access is refused, as everywhere (run: chmod 600 PATH).
 				if err != nil {
 					return err
 				}
-				if _, err := fmt.Fprintf(a.stdout, "%s  %s\n", crypto.Fingerprint(pub), path); err != nil {
+				if _, err := fmt.Fprintf(a.stdout, "%s  %s\n%s  %s\n", crypto.Fingerprint(pub), path, crypto.DigitFingerprint(pub), path); err != nil {
 					return err
 				}
 			}

@@ -74,8 +74,8 @@ func (a *app) newRootCmd() *cobra.Command {
 		Use:   "dronelink",
 		Short: "Operator and administrator tool for dronelink",
 		Long: `dronelink is the operator's and administrator's tool for the dronelink command and
-telemetry link: keys and the fleet PSK, key fingerprints for pinning, the drone's user
-database, sending commands and receiving telemetry.
+telemetry link: keys and the fleet PSK, key fingerprints and pinning the drone's key,
+the drone's user database, sending commands and receiving telemetry.
 
 Passwords are never accepted on the command line: use --password-file, --password-stdin,
 or type them at the prompt when standard input is a terminal.
@@ -98,6 +98,7 @@ or type them at the prompt when standard input is a terminal.
 		a.newKeygenCmd(),
 		a.newPSKCmd(),
 		a.newFingerprintCmd(),
+		a.newPinCmd(),
 		a.newUserCmd(),
 		a.newSendCmd(),
 		a.newListenCmd(),

@@ -35,8 +35,10 @@ that for commands whose order does not matter. A command issued before the drone
 restarted is refused ("restarted"): the drone cannot know whether it ran before the
 restart, so the outcome is unknown (exit 5).
 
-The drone's public key (--drone-pub) must have been obtained out of band: compare its
-fingerprint ("dronelink fingerprint PATH") with the one the drone's administrator sees.
+The drone's public key (--drone-pub) must have been checked: fetch it with "dronelink
+pin", which writes it only once its fingerprint matches, or obtain it out of band and
+compare its fingerprint ("dronelink fingerprint PATH") with the one the drone's
+administrator sees.
 
 ` + transportHelp + `
 

@@ -72,12 +72,14 @@ const (
 	KindKeepalive
 	KindClose
 	KindFrames
+	KindKeyRequest // the native channel's request for the drone's public key
+	KindKeyAnswer  // the drone's answer to it
 	NumPacketKinds
 )
 
 var kindNames = [NumPacketKinds]string{
 	"initiation", "response", "error", "data", "login", "login_result", "command", "ack",
-	"telemetry", "keepalive", "close", "frames",
+	"telemetry", "keepalive", "close", "frames", "key_request", "key_answer",
 }
 
 // String is the kind's metric label.

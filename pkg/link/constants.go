@@ -14,6 +14,8 @@ const (
 	TypeResponse   = 2 // drone → operator: accept it
 	TypeError      = 3 // drone → operator: refuse it, with a reason
 	TypeData       = 4 // either way: one AEAD-sealed application message
+	TypeKeyRequest = 5 // operator → drone: ask for the drone's public key (keyrequest.go)
+	TypeKeyAnswer  = 6 // drone → operator: the drone's public key
 )
 
 // Sizes of fields shared by several datagrams.
@@ -77,6 +79,43 @@ const (
 
 	// ErrorSize is the error datagram's size.
 	ErrorSize = errOffMAC + macSize // 44
+)
+
+// Key request layout (operator → drone): a random nonce, zero padding up to the key
+// answer's size, PSK MAC. It is as large as the answer, so answering never amplifies.
+const (
+	nonceSize      = 16 // key request nonce, echoed by the answer
+	keyReqOffType  = 0
+	keyReqOffNonce = 1
+	keyReqOffPad   = keyReqOffNonce + nonceSize // 17
+	keyReqOffMAC   = KeyRequestSize - macSize   // 570
+
+	// KeyRequestSize is the key request's size: that of the key answer, so the drone's
+	// answer is never larger than the request that caused it.
+	KeyRequestSize = KeyAnswerSize // 602
+
+	_ uint = KeyRequestSize - KeyAnswerSize // no amplification: fails to compile if the answer is larger
+	_ uint = keyReqOffMAC - keyReqOffPad
+)
+
+// Key answer layout (drone → operator): the request's nonce, the drone's public key as
+// PKIX DER with its length, zero padding to a fixed size, PSK MAC.
+const (
+	keyAnsOffType   = 0
+	keyAnsOffNonce  = 1
+	keyAnsOffKeyLen = keyAnsOffNonce + nonceSize   // 17
+	keyAnsOffKey    = keyAnsOffKeyLen + 2          // 19
+	keyAnsOffMAC    = keyAnsOffKey + MaxKeyDERSize // 570
+
+	// KeyAnswerSize is the key answer's size, whatever the size of the key it carries.
+	KeyAnswerSize = keyAnsOffMAC + macSize // 602
+
+	// MinKeyDERSize and MaxKeyDERSize bound the PKIX DER encoding of an RSA public key of
+	// MinRSABytes to MaxRSABytes with an exponent from 3 to 2^31-1 (the largest crypto/rsa
+	// uses): 2048 bits with exponent 3 encode to 292 bytes, 4096 bits with exponent
+	// 2^31-1 to 551 (65537, the usual exponent, gives 294 and 550).
+	MinKeyDERSize = 292
+	MaxKeyDERSize = 551
 )
 
 // Data layout (either direction). The 7-byte header is the AEAD's associated data.

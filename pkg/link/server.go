@@ -189,6 +189,7 @@ type Server struct {
 	up        app.ServerUpcalls
 	cfg       ServerConfig
 	responder *Responder // reader goroutine only
+	keyDER    []byte     // the drone key's PKIX DER, for key answers
 
 	handshakeLimit *ratelimit.Limiter[netip.Addr]   // per source address, before any RSA
 	keyLimit       *ratelimit.Limiter[crypto.KeyID] // per verified operator key, before the unwrap
@@ -214,6 +215,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	keyDER, err := droneKeyDER(cfg.DroneKey.Public())
+	if err != nil {
+		return nil, err
+	}
 	hs, ok := ratelimit.New[netip.Addr](ratelimit.Config{Rate: cfg.HandshakeRate, Burst: cfg.HandshakeBurst})
 	if !ok {
 		return nil, errors.New("link: invalid rate limit")
@@ -226,6 +231,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{
 		cfg:            cfg,
 		responder:      responder,
+		keyDER:         keyDER,
 		handshakeLimit: hs,
 		keyLimit:       ks,
 		rekeyLimit:     rs,
@@ -314,6 +320,9 @@ func (s *Server) handleDatagram(pkt []byte, from netip.AddrPort, now time.Time, 
 	case TypeInitiation:
 		s.cfg.Hooks.PacketReceived(KindInitiation, len(pkt))
 		s.handleInitiation(pkt, from, sc.out[:0], &sc.init)
+	case TypeKeyRequest:
+		s.cfg.Hooks.PacketReceived(KindKeyRequest, len(pkt))
+		s.handleKeyRequest(pkt, from, now, sc.out[:0])
 	default:
 		s.cfg.Hooks.PacketReceived(KindData, len(pkt))
 		s.drop(DropUnexpected)

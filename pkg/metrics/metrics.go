@@ -140,7 +140,8 @@ func New(reg prometheus.Registerer, opts Options) (*Link, error) {
 	const dataNote = " A data datagram is counted once as kind=\"data\" when it arrives and once more" +
 		" under its message kind (login, command, telemetry, ...) after it decrypts."
 	receivedVec := counterVec("packets_received_total",
-		"Datagrams read from the socket, by kind: the outer type (initiation, response, error, data)"+
+		"Datagrams read from the socket, by kind: the outer type (initiation, response, error, data,"+
+			" key_request, key_answer)"+
 			" or the decrypted message type."+dataNote, "kind")
 	receivedBytesVec := counterVec("received_bytes_total",
 		"Bytes of datagrams read from the socket, by kind. Bytes are counted on arrival only"+

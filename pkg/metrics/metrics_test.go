@@ -121,7 +121,7 @@ func TestPacketHelp(t *testing.T) {
 	l.PacketReceived(link.KindData, 120)
 	l.PacketReceived(link.KindTelemetry, 0)
 	const want = `
-# HELP dronelink_packets_received_total Datagrams read from the socket, by kind: the outer type (initiation, response, error, data) or the decrypted message type. A data datagram is counted once as kind="data" when it arrives and once more under its message kind (login, command, telemetry, ...) after it decrypts.
+# HELP dronelink_packets_received_total Datagrams read from the socket, by kind: the outer type (initiation, response, error, data, key_request, key_answer) or the decrypted message type. A data datagram is counted once as kind="data" when it arrives and once more under its message kind (login, command, telemetry, ...) after it decrypts.
 # TYPE dronelink_packets_received_total counter
 dronelink_packets_received_total{kind="ack",role="drone",transport="native"} 0
 dronelink_packets_received_total{kind="close",role="drone",transport="native"} 0
@@ -131,6 +131,8 @@ dronelink_packets_received_total{kind="error",role="drone",transport="native"} 0
 dronelink_packets_received_total{kind="frames",role="drone",transport="native"} 0
 dronelink_packets_received_total{kind="initiation",role="drone",transport="native"} 0
 dronelink_packets_received_total{kind="keepalive",role="drone",transport="native"} 0
+dronelink_packets_received_total{kind="key_answer",role="drone",transport="native"} 0
+dronelink_packets_received_total{kind="key_request",role="drone",transport="native"} 0
 dronelink_packets_received_total{kind="login",role="drone",transport="native"} 0
 dronelink_packets_received_total{kind="login_result",role="drone",transport="native"} 0
 dronelink_packets_received_total{kind="response",role="drone",transport="native"} 0
