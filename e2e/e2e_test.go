@@ -396,7 +396,7 @@ func TestRefusals(t *testing.T) {
 		{"observer command", f.operator(d, "olga", "olga", "olga.pw"), 4, "observer"},
 		{"pinned another drone key", append(f.operator(d, "alice", "alice", "alice.pw"), "--drone-pub", f.path("stranger.key.pub")), 3, "drone key"},
 		{"PSK mismatch", append(f.operator(d, "alice", "alice", "alice.pw"), "--psk", f.path("other.psk"), "--timeout", "2s"), 5, "no answer"},
-		{"unreachable daemon", append(f.operator(d, "alice", "alice", "alice.pw"), "--drone", freePort(t), "--timeout", "2s"), 5, "no answer"},
+		{"unreachable daemon", append(f.operator(d, "alice", "alice", "alice.pw"), "--drone", freePort(t), "--timeout", "2s"), 5, "nothing listens at"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
