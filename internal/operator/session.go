@@ -63,16 +63,18 @@ func (f *linkFlags) register(cmd *cobra.Command, timeoutHelp string) {
 type linkSetup struct {
 	transport   string
 	drone       netip.AddrPort
-	droneName   string          // as given on the command line, for messages: "alpha (HOST:PORT)" for a profile's drone
-	profileName string          // the profile's name of the drone, if --drone named one
-	// dronePubSource names where the pinned drone key's path came from, for messages.
-	dronePubSource string
+	droneName   string          // as given on the command line, for messages ("alpha (HOST:PORT)" for a profile's drone)
 	operatorKey *rsa.PrivateKey // native only
 	dronePublic *rsa.PublicKey  // native only
 	psk         crypto.PSK
 	user        string
 	password    []byte
 	timeout     time.Duration
+
+	// profileName is the profile's name of the drone, if --drone named one.
+	profileName string
+	// dronePubSource names where the pinned drone key's path came from, for messages.
+	dronePubSource string
 }
 
 // wipe clears the secrets the setup holds.
