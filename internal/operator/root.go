@@ -108,6 +108,7 @@ or type them at the prompt when standard input is a terminal.
 		a.newSendCmd(),
 		a.newListenCmd(),
 		a.newGCSCmd(),
+		a.newStatusCmd(),
 		a.newVersionCmd(),
 	)
 	return root
