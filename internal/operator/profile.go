@@ -370,3 +370,21 @@ func (f *linkFlags) source(name string) string {
 	}
 	return "--" + name
 }
+
+// profileHelp documents --drone NAME and the profile in the --help of send, listen, gcs.
+const profileHelp = `--drone also takes the name of a drone in your profile, a TOML file
+($XDG_CONFIG_HOME/dronelink/config.toml, ~/.config/dronelink/config.toml, or --config PATH)
+that gives its address and the other flags; flags on the command line win:
+
+  [defaults]                  # for every drone unless its table says otherwise
+  key = "alice.key"           # paths relative to the profile's directory; ~/ works
+  psk = "fleet.psk"
+  user = "alice"
+  password-file = "alice.pw"
+
+  [drone.alpha]
+  address = "alpha.local:5000"
+  drone-pub = "alpha.pub"
+  # transport = "dtls"        # and timeout = "20s"
+
+  dronelink send --drone alpha take off`

@@ -27,6 +27,9 @@ type app struct {
 	stdinTerminal int
 	// progress: standard error is a terminal, so progress lines may be shown there.
 	progress bool
+	// stdoutTerminal: standard output is a terminal (send is interactive when standard
+	// input is one too).
+	stdoutTerminal bool
 	// signals: send and listen stop on SIGINT and SIGTERM (off in tests, which cancel
 	// the context instead).
 	signals bool
@@ -48,6 +51,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		a.progress = true
+	}
+	if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		a.stdoutTerminal = true
 	}
 	return a.run(context.Background(), args)
 }
