@@ -52,7 +52,7 @@ func (a *app) sendInteractive(ctx context.Context, s *linkSetup, opts link.Comma
 	defer term.Restore(fd, saved)
 
 	in := make(chan []byte)
-	go readTerminal(os.NewFile(uintptr(fd), "stdin"), in)
+	go readTerminal(a.stdin, in)
 	p := newPrompt(in, a.stdout, promptFor(s))
 	notice := p.notice
 	notify.Store(&notice)
@@ -81,12 +81,13 @@ func promptFor(s *linkSetup) string {
 	return s.drone.String() + "> "
 }
 
-// readTerminal hands what the terminal sends to in, as it comes, until it fails.
-func readTerminal(f *os.File, in chan<- []byte) {
+// readTerminal hands what the terminal sends to in, as it comes, until it fails. It
+// outlives the prompt, blocked in a read, until the program exits.
+func readTerminal(r io.Reader, in chan<- []byte) {
 	defer close(in)
 	for {
 		buf := make([]byte, 256)
-		n, err := f.Read(buf)
+		n, err := r.Read(buf)
 		if n > 0 {
 			in <- buf[:n]
 		}
