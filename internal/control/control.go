@@ -111,8 +111,10 @@ type Session struct {
 
 // Traffic counts a session's data datagrams (handshakes excluded).
 type Traffic struct {
+	// RxPackets and RxBytes: the peer's datagrams accepted (authenticated, not replayed).
 	RxPackets uint64 `json:"rx_packets"`
 	RxBytes   uint64 `json:"rx_bytes"`
+	// TxPackets and TxBytes: the datagrams sent to the peer.
 	TxPackets uint64 `json:"tx_packets"`
 	TxBytes   uint64 `json:"tx_bytes"`
 	// LostPackets estimates the peer's datagrams that never arrived (counter gaps); Loss
