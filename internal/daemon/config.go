@@ -33,6 +33,7 @@ type Config struct {
 	MavlinkAgg     time.Duration
 	MavlinkMaxAge  time.Duration
 	Metrics        string
+	Control        string
 	LogFormat      string
 	LogLevel       string
 	ReplayWindow   int
@@ -99,6 +100,7 @@ func (c *Config) bindFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.MavlinkAgg, "mavlink-agg", 20*time.Millisecond, "MAVLink tunnel: longest an autopilot frame waits to share a datagram with later ones (0: never)")
 	fs.DurationVar(&c.MavlinkMaxAge, "mavlink-max-age", time.Second, "MAVLink tunnel: frames older than this on arrival are dropped, both ways")
 	fs.StringVar(&c.Metrics, "metrics", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics (an empty HOST means 127.0.0.1)")
+	fs.StringVar(&c.Control, "control", defaultControl(), controlHelp)
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format on standard error: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.IntVar(&c.ReplayWindow, "replay-window", 0, "replay window in packets (0: 2048)")

@@ -27,6 +27,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dronelink/dronelink/internal/buildinfo"
+	"github.com/dronelink/dronelink/internal/control"
 	"github.com/dronelink/dronelink/pkg/app"
 	"github.com/dronelink/dronelink/pkg/crypto"
 	"github.com/dronelink/dronelink/pkg/dtlslink"
@@ -125,6 +126,9 @@ type daemon struct {
 	users  atomic.Pointer[userdb.DB]
 	server linkServer
 	fwd    *forwarder // nil without --forward
+
+	started time.Time // for the control socket's status
+	keyName string    // the drone key's fingerprint (native)
 }
 
 // tunnelOn says whether the MAVLink tunnel is configured.
@@ -155,7 +159,7 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	if cfg.LogFormat == "json" {
 		handler = slog.NewJSONHandler(stderr, opts)
 	}
-	d := &daemon{cfg: cfg, log: slog.New(handler), out: stdout}
+	d := &daemon{cfg: cfg, log: slog.New(handler), out: stdout, started: time.Now()}
 	dtlsMode := cfg.Transport == TransportDTLS
 
 	// The loaders refuse a key or PSK file that group or others may access (like ssh),
@@ -183,6 +187,9 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	}
 	if cfg.CheckConfig {
 		if err := cfg.checkAddresses(); err != nil {
+			return err
+		}
+		if err := cfg.checkControl(); err != nil {
 			return err
 		}
 		if dtlsMode {
@@ -271,12 +278,19 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 			MaxFrameAge:  cfg.MavlinkMaxAge,
 		})
 	}
+	var controlLn *control.Listener
+	if err == nil {
+		controlLn, err = d.openControl()
+	}
 	if err != nil {
 		conn.Close()
 		if metricsSrv != nil {
 			metricsSrv.listener.Close()
 		}
 		return err
+	}
+	if key != nil {
+		d.keyName = crypto.Fingerprint(&key.PublicKey)
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -300,6 +314,7 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	if metricsSrv != nil {
 		wg.Go(func() { metricsSrv.serve(ctx, d.log) })
 	}
+	d.serveControl(ctx, &wg, controlLn)
 
 	started := []any{"version", buildinfo.Version(), "transport", cfg.Transport, "listen", d.server.LocalAddr().String()}
 	if key != nil {

@@ -21,7 +21,7 @@ const defaultStation = "127.0.0.1:14550"
 
 func (a *app) newGCSCmd() *cobra.Command {
 	var f linkFlags
-	var to, listen string
+	var to, listen, controlPath string
 	var maxAge time.Duration
 	cmd := &cobra.Command{
 		Use:   "gcs [--transport native|dtls] --drone HOST:PORT --drone-pub PATH --key PATH --psk PATH --user NAME --password-file PATH [--to HOST:PORT | --listen HOST:PORT]",
@@ -57,6 +57,7 @@ Standard error says when the link is up, lost and back.
 	fs.StringVar(&to, "to", "", "send the drone's frames to a ground station at `HOST:PORT` (default "+defaultStation+")")
 	fs.StringVar(&listen, "listen", "", "bind `HOST:PORT` for the ground station and answer the most recent sender")
 	fs.DurationVar(&maxAge, "max-age", linkapp.DefaultMaxFrameAge, "drop frames from the drone older than this on arrival")
+	fs.StringVar(&controlPath, "control", "", "serve this link's status (for \"dronelink status --control PATH\") on a unix socket at `PATH`, mode 0600")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, _ []string) error {
 		if to != "" && listen != "" {
 			return usagef("--to and --listen: give one of them")
@@ -80,7 +81,7 @@ Standard error says when the link is up, lost and back.
 			return err
 		}
 		defer setup.wipe()
-		return a.gcs(cmd.Context(), setup, conn, station, maxAge)
+		return a.gcs(cmd.Context(), setup, conn, station, maxAge, controlPath)
 	})
 	return cmd
 }
@@ -119,9 +120,14 @@ func openStation(to, listen string) (*net.UDPConn, netip.AddrPort, error) {
 }
 
 // gcs logs in and runs the tunnel until ctx ends or the session does.
-func (a *app) gcs(ctx context.Context, s *linkSetup, conn *net.UDPConn, station netip.AddrPort, maxAge time.Duration) error {
+func (a *app) gcs(ctx context.Context, s *linkSetup, conn *net.UDPConn, station netip.AddrPort, maxAge time.Duration, controlPath string) error {
 	ctx, stopSignals := a.signalContext(ctx)
 	defer stopSignals()
+	controlLn, err := openGCSControl(controlPath)
+	if err != nil {
+		conn.Close()
+		return err
+	}
 	var client atomic.Pointer[linkSession]
 	gcs, err := tunnel.NewGCS(tunnel.GCSConfig{Conn: conn, Station: station,
 		Send: func(frames []byte) error {
@@ -132,6 +138,9 @@ func (a *app) gcs(ctx context.Context, s *linkSetup, conn *net.UDPConn, station 
 		}})
 	if err != nil {
 		conn.Close()
+		if controlLn != nil {
+			controlLn.Close()
+		}
 		return err
 	}
 	var runWG sync.WaitGroup
@@ -149,6 +158,10 @@ func (a *app) gcs(ctx context.Context, s *linkSetup, conn *net.UDPConn, station 
 		where = "for a ground station on " + conn.LocalAddr().String()
 	}
 	status := &gcsStatus{a: a, drone: s.droneName, user: s.user, where: where}
+	ctl := &gcsControl{setup: s, link: status, started: time.Now()}
+	ctlCtx, stopCtl := context.WithCancel(ctx)
+	ctlDone := a.serveGCSControl(ctlCtx, controlLn, ctl)
+	defer func() { stopCtl(); <-ctlDone }()
 	deadline := time.Now().Add(s.timeout)
 	dialCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -159,6 +172,7 @@ func (a *app) gcs(ctx context.Context, s *linkSetup, conn *net.UDPConn, station 
 		return err
 	}
 	client.Store(&sess.client)
+	ctl.client.Store(&sess.client)
 	prog.setDeadline(time.Time{})
 	status.up(sess.client.Role())
 	select {

@@ -27,11 +27,18 @@ type app struct {
 	stdinTerminal int
 	// progress: standard error is a terminal, so progress lines may be shown there.
 	progress bool
+	// stdoutTerminal: standard output is a terminal (send is interactive when standard
+	// input is one too).
+	stdoutTerminal bool
 	// signals: send and listen stop on SIGINT and SIGTERM (off in tests, which cancel
 	// the context instead).
 	signals bool
 	// hashParams are the argon2id parameters for new password hashes.
 	hashParams userdb.Params
+
+	// configPath is --config: the operator's profile (profile.go); defaultProfile is the
+	// profile used without it ("" when there is no home directory).
+	configPath, defaultProfile string
 }
 
 // Main runs the dronelink tool with args (without the program name) and returns the exit
@@ -45,12 +52,16 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		a.progress = true
 	}
+	if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		a.stdoutTerminal = true
+	}
 	return a.run(context.Background(), args)
 }
 
 // newApp returns an app with plain (non-terminal) streams.
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
-	return &app{stdin: stdin, stdout: stdout, stderr: stderr, stdinTerminal: -1, hashParams: userdb.DefaultParams}
+	return &app{stdin: stdin, stdout: stdout, stderr: stderr, stdinTerminal: -1, hashParams: userdb.DefaultParams,
+		defaultProfile: defaultProfilePath()}
 }
 
 // run executes one command line.
@@ -94,6 +105,7 @@ or type them at the prompt when standard input is a terminal.
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
+	root.PersistentFlags().StringVar(&a.configPath, "config", "", "the operator's profile `PATH`: named drones for --drone NAME (default $XDG_CONFIG_HOME/dronelink/config.toml, ~/.config/dronelink/config.toml)")
 	root.AddCommand(
 		a.newKeygenCmd(),
 		a.newPSKCmd(),
@@ -103,6 +115,7 @@ or type them at the prompt when standard input is a terminal.
 		a.newSendCmd(),
 		a.newListenCmd(),
 		a.newGCSCmd(),
+		a.newStatusCmd(),
 		a.newVersionCmd(),
 	)
 	return root

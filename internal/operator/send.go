@@ -14,8 +14,8 @@ import (
 func (a *app) newSendCmd() *cobra.Command {
 	var f linkFlags
 	cmd := &cobra.Command{
-		Use:   "send [--transport native|dtls] --drone HOST:PORT --drone-pub PATH --key PATH --psk PATH --user NAME --password-file PATH MESSAGE...",
-		Short: "Send one command to a drone and wait for its acknowledgement",
+		Use:   "send [--transport native|dtls] --drone HOST:PORT|NAME --drone-pub PATH --key PATH --psk PATH --user NAME --password-file PATH [MESSAGE...]",
+		Short: "Send commands to a drone and wait for their acknowledgements",
 		Long: `Send one command to a drone and print its acknowledgement as one line:
 
   ack ok: <payload>
@@ -40,20 +40,21 @@ pin", which writes it only once its fingerprint matches, or obtain it out of ban
 compare its fingerprint ("dronelink fingerprint PATH") with the one the drone's
 administrator sees.
 
+` + sendManyHelp + `
+
+` + profileHelp + `
+
 ` + transportHelp + `
 
 ` + exitCodesHelp,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return fmt.Errorf("no message: give the command text after the flags")
-			}
-			return nil
-		},
 	}
 	f.register(cmd, "give up when no acknowledgement came within this `DURATION`")
 	var independent bool
 	cmd.Flags().BoolVar(&independent, "independent", false, "do not order this command after your other commands (the drone runs it even if a later one ran first)")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return a.sendMany(cmd.Context(), &f, link.CommandOptions{Independent: independent})
+		}
 		message := strings.Join(args, " ")
 		switch {
 		case strings.TrimSpace(message) == "":

@@ -39,32 +39,42 @@ type linkFlags struct {
 	transport, drone, dronePub, key, psk, user string
 	password                                   passwordFlags
 	timeout                                    time.Duration
+
+	cmd     *cobra.Command
+	profile *droneProfile     // the drone --drone named in the profile, if it named one
+	sources map[string]string // flag -> where its value came from, if not the command line
 }
 
 func (f *linkFlags) register(cmd *cobra.Command, timeoutHelp string) {
+	f.cmd, f.sources = cmd, map[string]string{}
 	fs := cmd.Flags()
 	fs.StringVar(&f.transport, "transport", transportNative, "link protocol `native|dtls`: native is the dronelink protocol, dtls is DTLS 1.2 with the fleet PSK")
-	fs.StringVar(&f.drone, "drone", "", "the drone's `HOST:PORT`")
+	fs.StringVar(&f.drone, "drone", "", "the drone's `HOST:PORT`, or the NAME of a drone in the profile (--config), which gives the other flags")
 	fs.StringVar(&f.dronePub, "drone-pub", "", "the drone's pinned public key file `PATH` (not needed with --transport dtls)")
 	fs.StringVar(&f.key, "key", "", "your private key file `PATH`, mode 0600: refused if group or others can access it (not needed with --transport dtls)")
 	fs.StringVar(&f.psk, "psk", "", "the fleet PSK file `PATH`, mode 0600: refused if group or others can access it")
 	fs.StringVar(&f.user, "user", "", "log in as user `NAME`")
 	f.password.register(cmd)
 	fs.DurationVar(&f.timeout, "timeout", 15*time.Second, timeoutHelp)
-	requireFlags(cmd, "drone", "psk", "user")
+	requireFlags(cmd, "drone") // --psk and --user too, unless the profile gives them (applyProfile)
 }
 
 // linkSetup is everything needed to dial, loaded and checked.
 type linkSetup struct {
 	transport   string
 	drone       netip.AddrPort
-	droneName   string          // as given on the command line, for messages
+	droneName   string          // as given on the command line, for messages ("alpha (HOST:PORT)" for a profile's drone)
 	operatorKey *rsa.PrivateKey // native only
 	dronePublic *rsa.PublicKey  // native only
 	psk         crypto.PSK
 	user        string
 	password    []byte
 	timeout     time.Duration
+
+	// profileName is the profile's name of the drone, if --drone named one.
+	profileName string
+	// dronePubSource names where the pinned drone key's path came from, for messages.
+	dronePubSource string
 }
 
 // wipe clears the secrets the setup holds.
@@ -75,6 +85,9 @@ func (s *linkSetup) wipe() {
 
 // prepare checks the flags and loads keys, PSK and password, cheapest checks first.
 func (a *app) prepare(f *linkFlags) (*linkSetup, error) {
+	if err := a.applyProfile(f); err != nil {
+		return nil, err
+	}
 	if f.timeout <= 0 {
 		return nil, usagef("--timeout must be positive, got %s", f.timeout)
 	}
@@ -104,16 +117,20 @@ func (a *app) prepare(f *linkFlags) (*linkSetup, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &linkSetup{transport: f.transport, drone: drone, droneName: f.drone, user: f.user, timeout: f.timeout}
+	s := &linkSetup{transport: f.transport, drone: drone, droneName: f.drone, user: f.user, timeout: f.timeout,
+		dronePubSource: f.source("drone-pub")}
+	if f.profile != nil {
+		s.droneName, s.profileName = fmt.Sprintf("%s (%s)", f.profile.Name, f.drone), f.profile.Name
+	}
 	if f.transport == transportNative {
-		if s.dronePublic, err = loadPublicKey(f.dronePub, "--drone-pub"); err != nil {
+		if s.dronePublic, err = loadPublicKey(f.dronePub, f.source("drone-pub")); err != nil {
 			return nil, err
 		}
-		if s.operatorKey, err = loadPrivateKey(f.key, "--key"); err != nil {
+		if s.operatorKey, err = loadPrivateKey(f.key, f.source("key")); err != nil {
 			return nil, err
 		}
 	}
-	if s.psk, err = loadPSK(f.psk, "--psk"); err != nil {
+	if s.psk, err = loadPSK(f.psk, f.source("psk")); err != nil {
 		return nil, err
 	}
 	if s.password, err = a.readPassword(f.password, fmt.Sprintf("Password for %s: ", f.user), false); err != nil {
@@ -328,7 +345,7 @@ func (a *app) linkFailure(ctx context.Context, err error, st *dialState, s *link
 	case errors.As(err, &closedErr):
 		return failf(ExitClosed, "%s", closedErr.Error())
 	case errors.Is(err, link.ErrWrongDroneKey):
-		return failf(ExitRefused, "drone refused the session: %v (is --drone-pub the key of the drone at %s?)", link.ErrWrongDroneKey, s.droneName)
+		return failf(ExitRefused, "drone refused the session: %v (is %s the key of the drone at %s?)", link.ErrWrongDroneKey, s.dronePubSource, s.droneName)
 	case errors.Is(err, link.ErrUnknownOperatorKey):
 		return failf(ExitRefused, "drone refused the session: %v (ask the drone's administrator to authorise this key, %s)", link.ErrUnknownOperatorKey, crypto.Fingerprint(&s.operatorKey.PublicKey))
 	case errors.Is(err, link.ErrBadSignature):

@@ -117,6 +117,13 @@ type Client struct {
 	closed      bool
 	sealBuf     []byte // MaxDatagramSize capacity: datagrams are sealed into it under mu
 
+	// For LinkStatus (status.go).
+	since    time.Time     // the first session
+	rtt      time.Duration // the last handshake's round trip
+	rekeys   int
+	carried  Traffic // the traffic of sessions no longer kept
+	attempts attemptTimes
+
 	refused atomic.Bool   // ICMP port unreachable for a datagram to the drone; the timer acts on it
 	wake    chan struct{} // wakes the timer for refused
 }
@@ -255,6 +262,7 @@ func (c *Client) sendInitiationLocked(now time.Time) error {
 	}
 	c.hsNext = now.Add(RetryDelay(c.hs.Attempts()-1, HandshakeRetryInitial, HandshakeRetryMax))
 	c.write(pkt, KindInitiation)
+	c.attempts.record(now, c.cfg.Now())
 	c.event(Event{Kind: EventHandshakeSent, Attempt: c.hs.Attempts()})
 	return nil
 }
@@ -375,11 +383,18 @@ func (c *Client) handleResponse(pkt []byte) {
 		return
 	}
 	sess.sendEpoch, sess.recvEpoch = now, c.hs.AnsweredAttempt()
+	c.rtt = max(now.Sub(c.attempts.sentAt(sess.recvEpoch)), 0)
 	c.hs = nil
 	c.hsErr = nil
 	if c.current != nil {
+		if c.previous != nil {
+			c.carried.add(c.previous.Traffic())
+		}
 		c.previous, c.previousEnd = c.current, now.Add(PreviousSessionGrace)
+		c.rekeys++
 		c.cfg.Hooks.Rekeyed()
+	} else {
+		c.since = now
 	}
 	c.current = sess
 	c.cfg.Hooks.Handshake(HandshakeOK)
@@ -493,6 +508,7 @@ func (c *Client) tick(now time.Time) {
 		}
 	}
 	if c.previous != nil && now.After(c.previousEnd) {
+		c.carried.add(c.previous.Traffic())
 		c.previous = nil
 	}
 	if cur := c.current; cur != nil && c.hs == nil && !now.Before(c.rekeyAfter) &&

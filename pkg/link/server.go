@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dronelink/dronelink/internal/ratelog"
@@ -153,6 +154,15 @@ type serverSession struct {
 	confirmed    bool      // the operator has sent on it: the drone may send on it
 	replaces     uint16    // index of the session this one rekeys, until confirmed
 	supersededAt time.Time // when a newer session of the same operator took over
+
+	// For SessionStatus (status.go); guarded by Server.mu.
+	since   time.Time        // the first handshake of the sessions this one continues
+	pred    *serverSession   // the live session this one's proven rekey replaces
+	succs   []*serverSession // the sessions whose pred this one is
+	carried Traffic          // the traffic of removed sessions this one continues
+
+	responded atomic.Int64 // unix nanoseconds when the handshake response went out
+	rtt       atomic.Int64 // nanoseconds from the response to the operator's first datagram
 }
 
 // login is the session's user and role.
@@ -395,13 +405,15 @@ func (s *Server) handleInitiation(pkt []byte, from netip.AddrPort, out []byte, i
 		return
 	}
 	sess.setPeer(from)
-	if err := s.install(sess, acc, fp, replaced, flags, now); err != nil {
+	ss, err := s.install(sess, acc, fp, replaced, flags, now)
+	if err != nil {
 		// A session of the key logged in since checkRoom: there is no longer room.
 		s.release(local)
 		s.refuse(init, fp, from, out[:0], err)
 		return
 	}
 	s.send(reply, from, KindResponse)
+	ss.responded.Store(s.cfg.Now().UnixNano())
 	s.cfg.Hooks.Handshake(HandshakeOK)
 	s.cfg.Logger.Info(msgHandshakeAccepted, "key", fp, "from", from, "session", local,
 		"rekey", replaced != nil, "login_carried", flags&FlagLoginCarried != 0)
@@ -594,7 +606,7 @@ func (s *Server) release(local uint16) {
 // the new one with ErrSessionLimit, by the rule of roomLocked. Sibling attempts of the same
 // handshake are kept until one of them is confirmed, because the operator may complete any
 // of its recent attempts with a late response.
-func (s *Server) install(sess *Session, acc *Accepted, fp string, replaced *serverSession, flags byte, now time.Time) error {
+func (s *Server) install(sess *Session, acc *Accepted, fp string, replaced *serverSession, flags byte, now time.Time) (*serverSession, error) {
 	ss := &serverSession{Session: sess, srv: s, key: acc.OperatorKey, fp: fp}
 	s.mu.Lock()
 	var inherit *app.Session
@@ -609,7 +621,7 @@ func (s *Server) install(sess *Session, acc *Accepted, fp string, replaced *serv
 	victim, err := s.roomLocked(acc.OperatorKey, replaced, inherit != nil)
 	if err != nil {
 		s.mu.Unlock()
-		return err
+		return nil, err
 	}
 	var evictedUser string
 	if victim != nil {
@@ -617,6 +629,7 @@ func (s *Server) install(sess *Session, acc *Accepted, fp string, replaced *serv
 		s.removeLocked(victim.local)
 	}
 	ss.app = s.up.NewSession(ss, app.Identity{Key: acc.OperatorKey, KeyName: fp}, sess.local, now, inherit)
+	ss.chainLocked(replaced)
 	s.sessions[sess.local] = ss
 	s.perKey[acc.OperatorKey]++
 	n := len(s.sessions)
@@ -626,7 +639,7 @@ func (s *Server) install(sess *Session, acc *Accepted, fp string, replaced *serv
 		s.cfg.Logger.Info("session evicted", "session", victim.local, "user", evictedUser, "key", fp,
 			"reason", "per-key session limit", "by", sess.local)
 	}
-	return nil
+	return ss, nil
 }
 
 // removeLocked deletes a session; s.mu must be held for writing.
@@ -639,6 +652,7 @@ func (s *Server) removeLocked(idx uint16) {
 	if ss == nil {
 		return
 	}
+	ss.unchainLocked()
 	ss.app.Gone()
 	if s.perKey[ss.key]--; s.perKey[ss.key] <= 0 {
 		delete(s.perKey, ss.key)
@@ -708,6 +722,7 @@ func (s *Server) confirm(ss *serverSession, now time.Time) {
 	rekeyed := false
 	if !ss.confirmed {
 		ss.confirmed = true
+		ss.measureRTT(now)
 		// A session superseded before its operator confirmed it (a late datagram of an
 		// old attempt) is not sent on again.
 		ss.app.SetReady(ss.supersededAt.IsZero())
