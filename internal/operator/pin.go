@@ -39,7 +39,7 @@ SSH wire encoding, dronelink its PKIX encoding.`
 func (a *app) newPinCmd() *cobra.Command {
 	var f pinFlags
 	cmd := &cobra.Command{
-		Use:   "pin --drone HOST:PORT --psk PATH --out PATH [--expect FINGERPRINT] [--timeout 15s]",
+		Use:   "pin --drone HOST:PORT|NAME --psk PATH --out PATH [--expect FINGERPRINT] [--timeout 15s]",
 		Short: "Fetch the drone's public key over the link and save it for --drone-pub once its fingerprint is checked",
 		Long: `Ask the drone at HOST:PORT for its public key over the link, print the key's
 fingerprint in both forms, and write the key to PATH (PKIX PEM, mode 0644, as keygen
@@ -77,13 +77,27 @@ native, wrong address or PSK), or interrupted.`,
 		Args: noArgs,
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&f.drone, "drone", "", "the drone's `HOST:PORT`")
+	fs.StringVar(&f.drone, "drone", "", "the drone's `HOST:PORT`, or its NAME in the profile (--config), which gives its address and PSK")
 	fs.StringVar(&f.psk, "psk", "", "the fleet PSK file `PATH`, mode 0600: refused if group or others can access it")
 	fs.StringVar(&f.out, "out", "", "write the drone's public key to `PATH` (must not exist)")
 	fs.StringVar(&f.expect, "expect", "", "pin only a key with this `FINGERPRINT` (SHA256:... or the 50 digits); without it, ask on the terminal")
 	fs.DurationVar(&f.timeout, "timeout", 15*time.Second, "give up when no answer came within this `DURATION`")
-	requireFlags(cmd, "drone", "psk", "out")
-	cmd.RunE = a.runE(func(cmd *cobra.Command, _ []string) error { return a.pin(cmd.Context(), &f) })
+	requireFlags(cmd, "drone", "out")
+	cmd.RunE = a.runE(func(cmd *cobra.Command, _ []string) error {
+		// A drone named in the profile gives the address and the PSK; flags win.
+		p, err := a.droneProfile(f.drone)
+		if err != nil {
+			return err
+		}
+		if p != nil {
+			f.drone = p.Address()
+			p.Fill(cmd.Flags(), map[string]*string{"psk": &f.psk}, nil)
+		}
+		if f.psk == "" {
+			return usagef(`required flag(s) "psk" not set (give --psk, or a drone named in the profile with a psk)`)
+		}
+		return a.pin(cmd.Context(), &f)
+	})
 	return cmd
 }
 

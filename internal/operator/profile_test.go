@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dronelink/dronelink/pkg/crypto"
 	"github.com/dronelink/dronelink/pkg/link"
 )
 
@@ -201,4 +202,22 @@ func TestProfilePermissions(t *testing.T) {
 	if strings.Contains(r.stderr, "warning") {
 		t.Errorf("a warning about a profile only others can read: %q", r.stderr)
 	}
+}
+
+// pin takes a drone's name too: the profile gives the address and the PSK.
+func TestPinFromProfile(t *testing.T) {
+	f := newFixture(t)
+	d := startDrone(t, f)
+	conf := writeProfile(t, f, fleetProfile(d.addr))
+	k := keys(t)
+	out := f.path("pinned.pub")
+	r := run(t, "", "pin", "--config", conf, "--drone", "alpha", "--out", out, "--expect", crypto.Fingerprint(&k["drone"].PublicKey))
+	r.want(t, 0)
+	got, _ := readFile(t, out)
+	want, _ := readFile(t, f.pub("drone"))
+	if got != want {
+		t.Fatalf("pinned %q, want the drone's public key", got)
+	}
+	// Without a profile drone and without --psk: a usage error naming the flag.
+	run(t, "", "pin", "--drone", d.addr, "--out", f.path("other.pub"), "--expect", "SHA256:x").want(t, 2, `"psk"`)
 }
