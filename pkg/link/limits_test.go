@@ -287,8 +287,11 @@ func TestKeyThiefCannotStarveRekeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, p := range initiations(t, DefaultKeyHandshakeBurst+5) {
-		f.inject(t, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 7, 0, byte(i)}), 4000), p)
+	// Each initiation is built right before it goes in: alice's rekey (after 300 ms) may
+	// come between two of them, and an initiation built before it would then be refused
+	// as stale, before the per-key limit this test drains.
+	for i := range DefaultKeyHandshakeBurst + 5 {
+		f.inject(t, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 7, 0, byte(i)}), 4000), initiations(t, 1)[0])
 	}
 	if f.hooks.Drop(DropRateLimited) == 0 {
 		t.Fatal("the key's handshake budget was not drained")
