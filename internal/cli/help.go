@@ -34,6 +34,9 @@ func Setup(root *cobra.Command, wrap func(RunFunc) RunFunc) {
 	// puts it in the man pages too.
 	root.CompletionOptions.DisableDefaultCmd = false
 	root.InitDefaultCompletionCmd()
+	if comp, _, err := root.Find([]string{"completion"}); err == nil && comp != root {
+		refuseMissingShell(comp)
+	}
 	if wrap == nil {
 		return
 	}
@@ -47,6 +50,25 @@ func Setup(root *cobra.Command, wrap func(RunFunc) RunFunc) {
 			}
 		}
 	}
+}
+
+// refuseMissingShell makes "completion" without a shell, or with one cobra does not know, a
+// usage error; cobra would print the command's help and succeed.
+func refuseMissingShell(comp *cobra.Command) {
+	var shells []string
+	for _, c := range comp.Commands() {
+		if c.IsAvailableCommand() {
+			shells = append(shells, c.Name())
+		}
+	}
+	list := strings.Join(shells, ", ")
+	comp.Args = func(_ *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return fmt.Errorf("missing shell: one of %s", list)
+		}
+		return fmt.Errorf("unknown shell %q: want one of %s", args[0], list)
+	}
+	comp.RunE = func(*cobra.Command, []string) error { return nil } // not reached: Args refuses
 }
 
 // usageTemplate is cobra's usage template with the flag lists rendered by FlagUsages.
