@@ -156,3 +156,34 @@ func TestManUsageErrors(t *testing.T) {
 	file := writeFile(t, filepath.Join(t.TempDir(), "file"), "x", 0o600)
 	run(t, "", "man", "--dir", file).want(t, 1, "not a directory")
 }
+
+func TestExitCodesInHelp(t *testing.T) {
+	notExecuted := "  4  command not executed or failed"
+	cases := []struct {
+		command string
+		want    []string
+		not     []string
+	}{
+		{"send", []string{notExecuted, "  5  no answer: timeout"}, nil},
+		{"listen", []string{"  0  N payloads arrived (--count N), or interrupted after the login",
+			"  5  not logged in within --timeout", "  6  session closed by the drone"}, []string{"  4  ", "(send:"}},
+		{"gcs", []string{"  0  interrupted: the normal way to stop", "  5  the first login did not succeed within --timeout",
+			"  6  session closed by the drone for good"}, []string{"  4  ", "(send:"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.command, func(t *testing.T) {
+			r := run(t, "", tc.command, "--help")
+			r.want(t, 0)
+			for _, w := range tc.want {
+				if !strings.Contains(r.stdout, w) {
+					t.Errorf("%s --help lacks %q", tc.command, w)
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(r.stdout, n) {
+					t.Errorf("%s --help has %q, which does not apply to it", tc.command, n)
+				}
+			}
+		})
+	}
+}
