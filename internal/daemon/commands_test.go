@@ -3,11 +3,13 @@ package daemon
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/dronelink/dronelink/internal/buildinfo"
+	"github.com/dronelink/dronelink/internal/cli"
 )
 
 func TestVersionCommand(t *testing.T) {
@@ -92,5 +94,49 @@ func TestCompletionAndManPages(t *testing.T) {
 		if !strings.Contains(string(page), want) {
 			t.Errorf("dronelinkd.1 lacks %q", want)
 		}
+	}
+}
+
+// TestREADMECommandReference keeps the README's command reference complete: every command
+// of dronelinkd, as its --help lists them, with the hidden man, and every flag.
+func TestREADMECommandReference(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reference := cli.Section(string(readme), "## Command-line reference")
+	if reference == "" {
+		t.Fatal(`README.md has no section "## Command-line reference"`)
+	}
+	flagLine := regexp.MustCompile(`^\s+(?:-[a-z], )?(--[a-z-]+)`)
+	commands := [][]string{nil, {"man"}}
+	for i := 0; i < len(commands); i++ {
+		path := strings.Join(append([]string{"dronelinkd"}, commands[i]...), " ")
+		if !cli.MentionsCommand(reference, path) {
+			t.Errorf("README.md's command-line reference does not mention the command %q", path)
+		}
+		code, help, _ := runMain(t, append(append([]string{}, commands[i]...), "--help")...)
+		if code != ExitOK {
+			t.Fatalf("%s --help: exit %d", path, code)
+		}
+		section := ""
+		for _, line := range strings.Split(help, "\n") {
+			switch {
+			case strings.HasSuffix(line, ":") && !strings.HasPrefix(line, " "):
+				section = line
+			case section == "Available Commands:" && strings.HasPrefix(line, "  "):
+				if name := strings.Fields(line)[0]; name != "help" {
+					commands = append(commands, append(append([]string{}, commands[i]...), name))
+				}
+			case section == "Flags:" || section == "Global Flags:":
+				if m := flagLine.FindStringSubmatch(line); m != nil && m[1] != "--help" &&
+					!regexp.MustCompile(regexp.QuoteMeta(m[1])+`(?:[^a-z-]|$)`).MatchString(reference) {
+					t.Errorf("README.md's command-line reference does not mention the flag %s of %q", m[1], path)
+				}
+			}
+		}
+	}
+	if len(commands) < 8 {
+		t.Errorf("only %d commands found in the help texts: %v", len(commands), commands)
 	}
 }

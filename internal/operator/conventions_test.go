@@ -187,3 +187,19 @@ func TestExitCodesInHelp(t *testing.T) {
 		})
 	}
 }
+
+// TestREADMECommandReference keeps the README's command reference complete: every command
+// of dronelink and every flag.
+func TestREADMECommandReference(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reference := cli.Section(string(readme), "## Command-line reference")
+	if reference == "" {
+		t.Fatal(`README.md has no section "## Command-line reference"`)
+	}
+	for _, m := range cli.MissingFromReference(commandTree(), reference) {
+		t.Errorf("README.md's command-line reference does not mention the %s", m)
+	}
+}
