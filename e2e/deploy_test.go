@@ -149,7 +149,11 @@ func TestServiceSyscallFilter(t *testing.T) {
 		_, errs := d.output()
 		return strings.Contains(errs, "dronelinkd started")
 	})
-	children, err := os.ReadFile("/proc/" + strconv.Itoa(d.cmd.Process.Pid) + "/task/" + strconv.Itoa(d.cmd.Process.Pid) + "/children")
+	straceTask := "/proc/" + strconv.Itoa(d.cmd.Process.Pid) + "/task/" + strconv.Itoa(d.cmd.Process.Pid)
+	children, err := os.ReadFile(straceTask + "/children")
+	if err != nil {
+		t.Fatal(err)
+	}
 	daemonPID, err := strconv.Atoi(strings.TrimSpace(string(children)))
 	if err != nil {
 		t.Fatalf("the daemon's pid under strace: %q %v", children, err)
