@@ -29,13 +29,13 @@ func checkValue(t *testing.T, what string, c prometheus.Collector, want float64)
 }
 
 // The label counts must follow the link package's enums (LoginOK..LoginInternal,
-// AckOK..AckBusy); a wrong count would mislabel or drop statuses.
+// AckOK..AckRestarted); a wrong count would mislabel or drop statuses.
 func TestStatusCounts(t *testing.T) {
 	if numLoginStatuses != int(link.LoginInternal)+1 {
 		t.Errorf("numLoginStatuses = %d, want %d", numLoginStatuses, link.LoginInternal+1)
 	}
-	if numAckStatuses != int(link.AckBusy)+1 {
-		t.Errorf("numAckStatuses = %d, want %d", numAckStatuses, link.AckBusy+1)
+	if numAckStatuses != int(link.AckRestarted)+1 {
+		t.Errorf("numAckStatuses = %d, want %d", numAckStatuses, link.AckRestarted+1)
 	}
 }
 
@@ -126,7 +126,7 @@ func TestSeriesPreCreated(t *testing.T) {
 		"dronelink_dropped_packets_total":      int(link.NumDropReasons),
 		"dronelink_handshakes_total":           int(link.NumHandshakeResults),
 		"dronelink_logins_total":               int(link.LoginInternal) + 2, // + unknown
-		"dronelink_commands_total":             int(link.AckBusy) + 2,       // + unknown
+		"dronelink_commands_total":             int(link.AckRestarted) + 2,  // + unknown
 		"dronelink_command_round_trip_seconds": 1,
 		"dronelink_sessions_active":            1,
 		"dronelink_rekeys_total":               1,
@@ -146,7 +146,7 @@ func TestSeriesPreCreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want := 4*int(link.NumPacketKinds) + int(link.NumDropReasons) + int(link.NumHandshakeResults) +
-		int(link.LoginInternal) + 2 + int(link.AckBusy) + 2 + 5 + int(link.NumHandshakeWork); total != want {
+		int(link.LoginInternal) + 2 + int(link.AckRestarted) + 2 + 5 + int(link.NumHandshakeWork); total != want {
 		t.Errorf("registry has %d series, want %d (a metric added or lost)", total, want)
 	}
 }
@@ -176,7 +176,7 @@ func TestOutOfRange(t *testing.T) {
 
 	l.Login(link.LoginStatus(7))
 	l.Login(link.LoginStatus(255))
-	l.Command(link.AckStatus(5))
+	l.Command(link.AckRestarted + 1)
 	l.Command(link.AckStatus(200))
 	l.Command(link.AckStatus(200))
 	checkValue(t, "login unknown", l.logins[numLoginStatuses], 2)
