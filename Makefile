@@ -7,15 +7,30 @@ BENCHTIME ?= 1s
 STATICCHECK_VERSION ?= v0.8.2
 BIN       ?= bin
 
+# VERSION is stamped into both programs ("dronelink version", "dronelinkd version"), so a
+# build names itself even where Go records no VCS information (-buildvcs=false, a git
+# worktree, a source tarball). Every target that builds the programs passes
+# $(LDFLAGS_VERSION) to -ldflags; override as `make build VERSION=v1.2.0`.
+VERSION         ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+LDFLAGS_VERSION := -X github.com/dronelink/dronelink/internal/buildinfo.version=$(VERSION)
+
 PACKAGES  := ./...
 
-.PHONY: cross all build test vet fmt-check lint fuzz bench demo soak clean tidy-check
+.PHONY: cross all build man test vet fmt-check lint fuzz bench demo soak clean tidy-check
 
 all: build
 
 build:
 	mkdir -p $(BIN)
-	$(GO) build -trimpath -o $(BIN)/ ./cmd/...
+	$(GO) build -trimpath -ldflags '$(LDFLAGS_VERSION)' -o $(BIN)/ ./cmd/...
+
+# man: a man page for every command of both programs, from the same definitions as --help,
+# in man/man1 (not committed; `man -l man/man1/dronelink-send.1`, or install them with
+# `sudo cp man/man1/*.1 /usr/local/share/man/man1/ && sudo mandb -q`).
+MANDIR ?= man/man1
+man: build
+	$(BIN)/dronelink man --dir $(MANDIR)
+	$(BIN)/dronelinkd man --dir $(MANDIR)
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -71,4 +86,4 @@ demo: build
 	$(GO) run ./tools/demo --bin $(BIN)
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) man

@@ -106,9 +106,10 @@ error, 2 usage error.`,
 		return err
 	})
 	cfg.bindFlags(cmd.Flags())
-	if err := cmd.Execute(); err != nil {
+	addSubcommands(cmd, &usageErr)
+	if failed, err := cmd.ExecuteC(); err != nil {
 		if usageErr {
-			fmt.Fprintf(stderr, "dronelinkd: %v (see dronelinkd --help)\n", err)
+			fmt.Fprintf(stderr, "dronelinkd: %v (see %s --help)\n", err, failed.CommandPath())
 			return ExitUsage
 		}
 		fmt.Fprintf(stderr, "dronelinkd: %v\n", err)

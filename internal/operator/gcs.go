@@ -49,7 +49,7 @@ Standard error says when the link is up, lost and back.
 
 ` + transportHelp + `
 
-` + exitCodesHelp,
+` + gcsExitCodes,
 		Args: noArgs,
 	}
 	f.register(cmd, "give up when the first login has not succeeded within this `DURATION`")
@@ -85,6 +85,19 @@ Standard error says when the link is up, lost and back.
 	})
 	return cmd
 }
+
+// gcsExitCodes are the exit codes of gcs (of exitCodesHelp, all but 4: gcs sends no
+// command of its own, and a drone's shutdown is a link loss it survives).
+const gcsExitCodes = `Exit codes:
+  0  interrupted: the normal way to stop
+  1  local error: missing or garbled file, bad input, the ground station's socket
+  2  usage error: bad flags or arguments
+  3  refused by the drone at handshake or login: wrong password, unknown user,
+     key not authorised for the user, operator key not authorised on the drone,
+     drone key mismatch
+  5  the first login did not succeed within --timeout: no answer (drone down or
+     unreachable, nothing listening there, PSK mismatch), or interrupted before it
+  6  session closed by the drone for good: user or key revoked`
 
 // openStation opens the ground station's socket: bound to listen, or on an ephemeral port
 // of the family (and, for a loopback station, the interface) of to.

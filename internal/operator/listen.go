@@ -22,7 +22,7 @@ A lost link is re-established automatically.
 
 ` + transportHelp + `
 
-` + exitCodesHelp,
+` + listenExitCodes,
 		Args: noArgs,
 	}
 	f.register(cmd, "give up when not logged in within this `DURATION`")
@@ -40,6 +40,19 @@ A lost link is re-established automatically.
 	})
 	return cmd
 }
+
+// listenExitCodes are the exit codes of listen (of exitCodesHelp, all but 4: listen sends
+// no command).
+const listenExitCodes = `Exit codes:
+  0  N payloads arrived (--count N), or interrupted after the login
+  1  local error: missing or garbled file, bad input, telemetry cannot be printed
+  2  usage error: bad flags or arguments
+  3  refused by the drone at handshake or login: wrong password, unknown user,
+     key not authorised for the user, operator key not authorised on the drone,
+     drone key mismatch
+  5  not logged in within --timeout: no answer (drone down or unreachable, nothing
+     listening there, PSK mismatch), or interrupted before the login
+  6  session closed by the drone: user or key revoked, drone shutting down`
 
 // listen logs in and prints telemetry until count payloads, ctx's end or the session's.
 func (a *app) listen(ctx context.Context, s *linkSetup, count int) error {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/dronelink/dronelink/internal/buildinfo"
+	"github.com/dronelink/dronelink/internal/cli"
 	"github.com/dronelink/dronelink/pkg/userdb"
 )
 
@@ -99,7 +100,6 @@ or type them at the prompt when standard input is a terminal.
 		RunE:          a.runE(missingSubcommand),
 	}
 	root.SetVersionTemplate("dronelink {{.Version}}\n")
-	root.CompletionOptions.DisableDefaultCmd = true
 	root.SuggestionsMinimumDistance = 2
 	root.SetIn(a.stdin)
 	root.SetOut(a.stdout)
@@ -118,6 +118,7 @@ or type them at the prompt when standard input is a terminal.
 		a.newStatusCmd(),
 		a.newVersionCmd(),
 	)
+	cli.Setup(root, a.runE)
 	return root
 }
 
