@@ -1,5 +1,6 @@
 // Package buildinfo tells which build of dronelink is running, from the information the Go
-// toolchain embeds in every binary, so no version needs to be stamped by hand.
+// toolchain embeds in every binary, so no version needs to be stamped by hand. A release
+// build may still stamp one (see Stamp).
 package buildinfo
 
 import (
@@ -7,14 +8,30 @@ import (
 	"runtime/debug"
 )
 
-// Version is the module version ("(devel)" for a local build) with the VCS revision and a
-// "+dirty" mark when the work tree had uncommitted changes.
+// Stamp is the version stamped at link time, for release builds:
+//
+//	go build -ldflags "-X github.com/dronelink/dronelink/internal/buildinfo.Stamp=v1.2.0" ./cmd/...
+//
+// (make release does this with its RELEASE_VERSION). When set, it replaces the module
+// version in Version; the VCS revision and Go version are still added when the binary
+// carries them. Empty in ordinary builds.
+var Stamp string
+
+// Version is the module version ("(devel)" for a local build), or Stamp when one was
+// stamped, with the VCS revision and a "+dirty" mark when the work tree had uncommitted
+// changes.
 func Version() string {
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
+		if Stamp != "" {
+			return Stamp
+		}
 		return "unknown"
 	}
 	version := info.Main.Version
+	if Stamp != "" {
+		version = Stamp
+	}
 	var revision, modified string
 	for _, s := range info.Settings {
 		switch s.Key {
