@@ -101,3 +101,11 @@ release:
 	$(GO) run ./tools/releasecheck --version '$(RELEASE_VERSION)' $(DIST)/dronelink-* $(DIST)/dronelinkd-*
 	cd $(DIST) && sha256sum dronelink-* dronelinkd-* > SHA256SUMS
 	@echo "$(DIST)/: release $(RELEASE_VERSION)"; cat $(DIST)/SHA256SUMS
+
+# test-release: the release tests alone (also part of make test): the release checks, the
+# arm64 and armv7 daemons under qemu-user against the amd64 operator, and the daemon's
+# memory through three simultaneous logins.
+.PHONY: test-release
+test-release:
+	$(GO) test -race -count=1 ./internal/release
+	$(GO) test -race -count=1 -run 'TestCrossArchDaemons|TestDaemonMemory' -v ./e2e
