@@ -2,10 +2,8 @@ package daemon
 
 import (
 	"log/slog"
-	"runtime"
 	"runtime/debug"
-	"sync"
-	"time"
+	"sync/atomic"
 )
 
 // Memory of the password checks.
@@ -13,83 +11,39 @@ import (
 // An argon2id check allocates its whole memory cost (m, 64 MiB by default) on the Go heap
 // and drops it when done. Left to itself the Go runtime keeps that memory: the collector
 // lets the heap grow to twice what was live at the last collection before it collects
-// again, so a second check right after the first gets fresh pages instead of the first
-// one's, and freed pages go back to the operating system only slowly, after the heap
-// target shrank at a later collection, which an idle daemon never runs. Measured before
-// this (BENCHMARKS.md): 80 MB resident after one login, 212 MB after three simultaneous
-// ones, still 212 MB 30 s later.
+// again, so a second check right after the first takes fresh pages instead of the first
+// one's, and free pages go back to the operating system only slowly, after a later
+// collection shrank the heap target, which an idle daemon never runs. Measured before
+// this (BENCHMARKS.md): 79 MB resident after one login, 214 MB after three simultaneous
+// ones, still 214 MB 30 s later.
 //
-// So the daemon collects after every password check, which makes that check's memory
-// reusable by the next one at once (the peak stays near login-workers times m), and when
-// no check has run for loginMemoryIdle it hands the free memory back to the operating
-// system (debug.FreeOSMemory), so an idle daemon is back to its idle size. Returning it
-// only after a quiet spell keeps a burst of logins from paying, for every check, the page
-// faults of memory given back and taken again.
-
-// loginMemoryIdle is how long no password check must have run before their memory is
-// returned to the operating system.
-const loginMemoryIdle = time.Second
-
-// loginMemory wraps the daemon's password checks. Safe for concurrent use.
+// So after every check the daemon collects and returns the free memory to the operating
+// system at once (debug.FreeOSMemory). A collection alone is not enough: it makes the
+// check's pages free, but small allocations made before the next check may take the
+// lowest of them, and a 64 MiB block that no longer fits there comes from fresh pages
+// while the old ones stay resident (seen once in a few runs: 145 MB with one worker).
+// Returned pages are not resident wherever the next block lands, so the resident peak is
+// the idle daemon plus the checks running at once, in every order of events. The price is
+// that every check pages its memory in again (on this VM about 0.1 s for 64 MiB; far less,
+// next to the hash itself, on a small ARM computer).
 type loginMemory struct {
-	idle    time.Duration
-	collect func()                                         // runtime.GC
-	release func()                                         // debug.FreeOSMemory
-	after   func(time.Duration, func()) (stop func() bool) // time.AfterFunc
+	release func() // debug.FreeOSMemory
 	log     *slog.Logger
-
-	mu      sync.Mutex
-	busy    int         // checks running
-	checks  uint64      // checks finished
-	gen     uint64      // counts check starts: a release armed before the latest start does nothing
-	pending func() bool // stops the armed release; nil if none
+	checks  atomic.Uint64 // checks finished and their memory returned
 }
 
 // newLoginMemory returns the production loginMemory.
 func newLoginMemory(log *slog.Logger) *loginMemory {
-	return &loginMemory{
-		idle: loginMemoryIdle, collect: runtime.GC, release: debug.FreeOSMemory, log: log,
-		after: func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop },
-	}
+	return &loginMemory{release: debug.FreeOSMemory, log: log}
 }
 
-// check runs one password check fn, then collects, and arms the release when it was the
-// last check running.
+// check runs one password check fn, then returns the memory it freed to the operating
+// system.
 func (m *loginMemory) check(fn func()) {
-	m.mu.Lock()
-	m.busy++
-	m.gen++
-	if m.pending != nil {
-		m.pending()
-		m.pending = nil
-	}
-	m.mu.Unlock()
-
 	defer func() {
-		m.collect()
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		m.busy--
-		m.checks++
-		if m.busy == 0 {
-			gen := m.gen
-			m.pending = m.after(m.idle, func() { m.releaseIfIdle(gen) })
-		}
+		m.release()
+		n := m.checks.Add(1)
+		m.log.Debug("returned the password checks' memory to the operating system", "checks", n)
 	}()
 	fn()
-}
-
-// releaseIfIdle returns the free memory to the operating system unless a check started
-// after the release was armed (gen).
-func (m *loginMemory) releaseIfIdle(gen uint64) {
-	m.mu.Lock()
-	if m.busy > 0 || m.gen != gen {
-		m.mu.Unlock()
-		return
-	}
-	m.pending = nil
-	checks := m.checks
-	m.mu.Unlock()
-	m.release()
-	m.log.Debug("returned the password checks' memory to the operating system", "checks", checks)
 }
