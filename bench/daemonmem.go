@@ -23,8 +23,8 @@ import (
 
 // The daemon memory mode (--daemon-memory N) runs the real dronelinkd as its own process
 // and reads its resident memory (VmRSS, and the peak VmHWM, from /proc/PID/status): idle,
-// at the peak of N simultaneous logins (sampled every 20 ms), and while it settles
-// afterwards. The operators are link.Clients in this process, each with its own key and
+// at the peak of N simultaneous logins (the larger of VmHWM and VmRSS sampled every 20 ms),
+// and while it settles afterwards. The operators are link.Clients in this process, each with its own key and
 // user, whose passwords are argon2id hashes with --argon2 parameters.
 
 // daemonMemOptions are the flags of the daemon memory mode.
@@ -36,6 +36,9 @@ type daemonMemOptions struct {
 	settle time.Duration // idle time before the idle reading
 	argon2 userdb.Params // the users' password hashes
 }
+
+// notWatched is memResult.under30 when no sample came after the logins.
+const notWatched = -2
 
 // rssSampleEvery is the sampling period of the resident memory.
 const rssSampleEvery = 20 * time.Millisecond
@@ -86,7 +89,9 @@ func mb(kib int64) string {
 
 func (r memResult) line() string {
 	under := "never"
-	if r.under30 >= 0 {
+	if r.under30 == notWatched {
+		under = "-"
+	} else if r.under30 >= 0 {
 		under = r.under30.Round(10 * time.Millisecond).String()
 	}
 	flags := strings.Join(r.o.flags, " ")
@@ -295,6 +300,7 @@ func runDaemonMemory(ctx context.Context, o daemonMemOptions) (memResult, error)
 	if _, r.hwm, err = readStatus(pid); err != nil {
 		return r, err
 	}
+	r.peak = r.hwm // the kernel's high-water mark catches a peak between two samples
 	mu.Lock()
 	defer mu.Unlock()
 	at := func(d time.Duration) int64 { // the last sample at or before loggedIn+d
@@ -306,6 +312,9 @@ func runDaemonMemory(ctx context.Context, o daemonMemOptions) (memResult, error)
 			v = s.rss
 		}
 		return v
+	}
+	if last := samples[len(samples)-1]; last.at.Before(loggedIn) {
+		r.under30 = notWatched
 	}
 	for _, s := range samples {
 		r.peak = max(r.peak, s.rss)

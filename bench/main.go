@@ -241,7 +241,8 @@ func runSections(ctx context.Context, o *options, w io.Writer) error {
 		// Alone: anything else running in this process would share the cores with the
 		// daemon and its logins.
 		fmt.Fprintf(w, "\n# daemon memory: dronelinkd as its own process; VmRSS from /proc/PID/status before the logins\n"+
-			"# (idle, after %v), sampled every %v from the logins on (peak), VmHWM (the kernel's peak), and\n"+
+			"# (idle, after %v), sampled every %v from the logins on; peak = the larger of the samples and VmHWM\n"+
+			"# (hwm, the kernel's high-water mark, which catches a peak between samples); and\n"+
 			"# after the last login was answered (1 s, 10 s, end of a %v watch; under30MB = first sample below 30 MB)\n",
 			o.daemonMem.settle, rssSampleEvery, o.daemonMem.watch)
 		r, err := runDaemonMemory(ctx, o.daemonMem)
