@@ -113,7 +113,7 @@ func (c *Config) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.IntVar(&c.ReplayWindow, "replay-window", 0, "replay window in packets (0: 2048)")
 	fs.IntVar(&c.MaxSessions, "max-sessions", 0, "most concurrent sessions (0: 1024)")
-	fs.IntVar(&c.LoginWorkers, "login-workers", DefaultLoginWorkers, "password checks (argon2id) run at once, `N` from 1 to 16; each takes the memory its hash was made with (64 MiB by default), so the daemon's peak is about 20 MB + N x that; more logins wait in a queue of 16")
+	fs.IntVar(&c.LoginWorkers, "login-workers", DefaultLoginWorkers, "password checks (argon2id) run at once, `N` from 1 to 16; each takes the memory its hash was made with (64 MiB by default), so the daemon's resident memory peaks near 13 MB + N x that; more logins wait in a queue of 16")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", time.Second, "how often to look for changes of the user database")
 	fs.BoolVar(&c.CheckConfig, "check-config", false, "check the configuration, the files it names and that every address it would bind is free (--listen, --telemetry-in, --mavlink-listen, --metrics), then exit")
 	fs.StringVar(&c.ConfigPath, "config", "", "TOML config `PATH`; its keys are the flag names, flags win")
