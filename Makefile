@@ -86,4 +86,41 @@ demo: build
 	$(GO) run ./tools/demo --bin $(BIN)
 
 clean:
-	rm -rf $(BIN) man
+	rm -rf $(BIN) man $(DIST)
+
+# ---- release builds (issue #14) ---------------------------------------------------------
+# release: static (CGO_ENABLED=0), stripped (-s -w), version-stamped binaries for the
+# drones' computers in $(DIST)/ as PROGRAM-linux-amd64, PROGRAM-linux-arm64 and
+# PROGRAM-linux-armv7 (GOARM=7), checked by tools/releasecheck (ELF target, static,
+# stripped, CGO_ENABLED=0, -trimpath, the stamp, at most 15 MB each; any failure fails the
+# target), and $(DIST)/SHA256SUMS. The stamp is RELEASE_VERSION: VERSION when set (in this
+# Makefile or on the command line), else `git describe --tags --always --dirty`; it is
+# written to github.com/dronelink/dronelink/internal/buildinfo.version.
+DIST            ?= dist
+RELEASE_VERSION ?= $(or $(VERSION),$(shell git describe --tags --always --dirty 2>/dev/null),unknown)
+RELEASE_TARGETS := linux/amd64 linux/arm64 linux/arm/7
+RELEASE_LDFLAGS  = -s -w -X github.com/dronelink/dronelink/internal/buildinfo.version=$(RELEASE_VERSION)
+
+.PHONY: release
+release:
+	rm -rf $(DIST)
+	mkdir -p $(DIST)
+	@set -e; for t in $(RELEASE_TARGETS); do \
+	  os=$${t%%/*}; rest=$${t#*/}; arch=$${rest%%/*}; arm=; name=$$os-$$arch; \
+	  case $$rest in */*) arm=$${rest#*/}; name=$$os-$${arch}v$$arm;; esac; \
+	  for p in dronelink dronelinkd; do \
+	    echo "CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(RELEASE_LDFLAGS)' -o $(DIST)/$$p-$$name ./cmd/$$p"; \
+	    CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(RELEASE_LDFLAGS)' -o $(DIST)/$$p-$$name ./cmd/$$p; \
+	  done; \
+	done
+	$(GO) run ./tools/releasecheck --version '$(RELEASE_VERSION)' $(DIST)/dronelink-* $(DIST)/dronelinkd-*
+	cd $(DIST) && sha256sum dronelink-* dronelinkd-* > SHA256SUMS
+	@echo "$(DIST)/: release $(RELEASE_VERSION)"; cat $(DIST)/SHA256SUMS
+
+# test-release: the release tests alone (also part of make test): the release checks, the
+# arm64 and armv7 daemons under qemu-user against the amd64 operator, and the daemon's
+# memory through three simultaneous logins.
+.PHONY: test-release
+test-release:
+	$(GO) test -race -count=1 ./internal/release
+	$(GO) test -race -count=1 -run 'TestCrossArchDaemons|TestDaemonMemory' -v ./e2e

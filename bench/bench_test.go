@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -83,6 +84,8 @@ func TestBadFlags(t *testing.T) {
 		{"--contenders", "nope"},
 		{"--sizes", "0"},
 		{"--loss", "1.5"},
+		{"--argon2", "m=lots"},
+		{"--daemon-memory", "-1"},
 		{"extra"},
 	} {
 		var stdout, stderr bytes.Buffer
@@ -136,5 +139,29 @@ func TestMAVLinkLines(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^mavlink tunnel-flood agg=20ms frames=\d+ frames/datagram=\d+\.\d\d frames/cpu-s=\d+ `).MatchString(out) {
 		t.Error("no flood line")
+	}
+}
+
+// The daemon memory mode builds and runs the real daemon, logs in, and prints one line in
+// the documented form with plausible readings; the figures themselves are not checked
+// (e2e TestDaemonMemory asserts the memory goals).
+func TestDaemonMemoryLine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds dronelinkd and generates RSA keys")
+	}
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		t.Skip("no /proc: the daemon memory mode reads /proc/PID/status")
+	}
+	out := runHarness(t, "--daemon-memory", "2", "--argon2", "m=1024,t=1,p=1", "--memory-settle", "0s",
+		"--memory-watch", "1s", "--daemon-flags", "--login-workers 2")
+	m := regexp.MustCompile(`(?m)^daemon-memory logins=2 argon2=m=1024,t=1,p=1 flags="--login-workers 2" idle=(\d+\.\d)MB peak=(\d+\.\d)MB hwm=(\d+\.\d)MB after1s=(\d+\.\d)MB after10s=- end=(\d+\.\d)MB under30MB=\S+ logins_took=\S+$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatal("no daemon-memory line in the documented form")
+	}
+	idle, _ := strconv.ParseFloat(m[1], 64)
+	peak, _ := strconv.ParseFloat(m[2], 64)
+	hwm, _ := strconv.ParseFloat(m[3], 64)
+	if idle <= 0 || peak < idle || hwm < idle {
+		t.Errorf("idle %.1f MB, peak %.1f MB, VmHWM %.1f MB: want 0 < idle <= peak, VmHWM", idle, peak, hwm)
 	}
 }

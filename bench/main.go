@@ -8,6 +8,8 @@
 //	               [--contenders LIST] [--batch] [--loss 0.1,0.3] [--loss-duration 10s]
 //	               [--concurrency 16] [--handshakes 200] [--rsa-bits 3072,2048]
 //	               [--sessions 10000] [--cpuprofile FILE]
+//	go run ./bench --daemon-memory 3 [--daemon-bin PATH] [--daemon-flags "..."]
+//	               [--argon2 m=65536,t=1,p=2] [--memory-watch 30s]
 //
 // Numbers are noisy (about ±15% between runs on a shared 2-core machine): only ratios
 // measured within one run mean anything. See BENCHMARKS.md.
@@ -49,6 +51,7 @@ type options struct {
 	cpuprofile  string
 	mavlinkAggs []time.Duration
 	mavlinkFor  time.Duration
+	daemonMem   daemonMemOptions
 }
 
 // defaultContenders run when --contenders is not given; --batch adds the batched variants.
@@ -59,6 +62,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{}
+	var err error
 	fs.DurationVar(&o.duration, "duration", 2*time.Second, "how long each contender sends")
 	fs.IntVar(&o.rounds, "rounds", 3, "run the contenders this many times, interleaved, and report each one's median run")
 	size := fs.Int("size", 64, "payload bytes per datagram (one size)")
@@ -75,8 +79,24 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	mavAggs := fs.String("mavlink", "", "MAVLink mode: comma-separated aggregation timers, e.g. 0,20ms,50ms (off if empty)")
 	fs.DurationVar(&o.mavlinkFor, "mavlink-duration", 5*time.Second, "how long each MAVLink run streams")
+	fs.IntVar(&o.daemonMem.logins, "daemon-memory", 0, "daemon memory mode, alone: run dronelinkd and read its resident memory idle, during this many simultaneous logins and after (0: off)")
+	fs.StringVar(&o.daemonMem.bin, "daemon-bin", "", "daemon memory mode: the dronelinkd to run (default: build ./cmd/dronelinkd with CGO_ENABLED=0)")
+	daemonFlags := fs.String("daemon-flags", "", "daemon memory mode: extra dronelinkd flags, space-separated, e.g. \"--login-workers 2\"")
+	argon2Params := fs.String("argon2", "m=65536,t=1,p=2", "daemon memory mode: argon2id parameters of the users' password hashes (m in KiB)")
+	fs.DurationVar(&o.daemonMem.watch, "memory-watch", 30*time.Second, "daemon memory mode: how long to keep reading after the logins")
+	fs.DurationVar(&o.daemonMem.settle, "memory-settle", 2*time.Second, "daemon memory mode: idle time between the daemon's start and the idle reading")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	o.daemonMem.flags = strings.Fields(*daemonFlags)
+	if o.daemonMem.argon2, err = parseArgon2(*argon2Params); err != nil {
+		return nil, fmt.Errorf("--argon2: %w", err)
+	}
+	if o.daemonMem.logins < 0 || o.daemonMem.logins > 64 {
+		return nil, errors.New("--daemon-memory must be 0..64")
+	}
+	if o.daemonMem.watch < 0 || o.daemonMem.settle < 0 {
+		return nil, errors.New("--memory-watch and --memory-settle must not be negative")
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -217,6 +237,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func runSections(ctx context.Context, o *options, w io.Writer) error {
 	e := &env{}
 	printMachine(w, o)
+	if o.daemonMem.logins > 0 {
+		// Alone: anything else running in this process would share the cores with the
+		// daemon and its logins.
+		fmt.Fprintf(w, "\n# daemon memory: dronelinkd as its own process; VmRSS from /proc/PID/status before the logins\n"+
+			"# (idle, after %v), sampled every %v from the logins on; peak = the larger of the samples and VmHWM\n"+
+			"# (hwm, the kernel's high-water mark, which catches a peak between samples); and\n"+
+			"# after the last login was answered (1 s, 10 s, end of a %v watch; under30MB = first sample below 30 MB)\n",
+			o.daemonMem.settle, rssSampleEvery, o.daemonMem.watch)
+		r, err := runDaemonMemory(ctx, o.daemonMem)
+		if err != nil {
+			return fmt.Errorf("daemon memory: %w", err)
+		}
+		fmt.Fprintln(w, r.line())
+		return nil
+	}
 	for _, size := range o.sizes {
 		if len(o.contenders) == 0 {
 			break

@@ -48,6 +48,9 @@ func (r result) line() string {
 func printMachine(w io.Writer, o *options) {
 	fmt.Fprintf(w, "# machine: %d cores (%s), %s %s/%s, GOMAXPROCS=%d\n",
 		runtime.NumCPU(), cpuModel(), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0))
+	if o.daemonMem.logins > 0 {
+		return // the daemon memory mode runs alone and describes itself
+	}
 	fmt.Fprintf(w, "# loopback 127.0.0.1, sender and receiver in this process sharing the cores, %v per contender\n"+
 		"# and round, %d interleaved round(s), each line the contender's median round by pps;\n"+
 		"# pps = payloads delivered per second of sending, mbps = payload goodput, overhead = wire bytes per datagram\n"+

@@ -265,10 +265,17 @@ func freePort(t *testing.T) string {
 // startDrone runs dronelinkd for f with extra flags and waits until it serves.
 func startDrone(t *testing.T, f *fleet, extra ...string) *drone {
 	t.Helper()
+	return startDroneCmd(t, f, []string{filepath.Join(binDir, "dronelinkd")}, extra...)
+}
+
+// startDroneCmd is startDrone running the daemon as argv (the program, or an emulator and
+// the program) and the flags.
+func startDroneCmd(t *testing.T, f *fleet, argv []string, extra ...string) *drone {
+	t.Helper()
 	d := &drone{addr: freePort(t), tin: freePort(t), done: make(chan error, 1)}
 	args := append([]string{"--listen", d.addr, "--key", f.path("drone.key"), "--psk", f.path("psk"),
 		"--users", f.path("users"), "--telemetry-in", d.tin, "--reload-interval", "200ms"}, extra...)
-	d.cmd = exec.Command(filepath.Join(binDir, "dronelinkd"), args...)
+	d.cmd = exec.Command(argv[0], append(argv[1:len(argv):len(argv)], args...)...)
 	d.cmd.Stdout = lockedWriter{&d.mu, &d.stdout}
 	d.cmd.Stderr = lockedWriter{&d.mu, &d.stderr}
 	if err := d.cmd.Start(); err != nil {

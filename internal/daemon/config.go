@@ -18,6 +18,15 @@ import (
 // port 5000, as the prototype did.
 const DefaultListen = "0.0.0.0:5000"
 
+// DefaultLoginWorkers is how many password checks the daemon runs at once unless told
+// otherwise: one, so that logins take at most one argon2id memory cost (64 MiB by default)
+// at a time, and a 512 MB companion computer keeps its memory for everything else. More
+// workers answer a burst of logins sooner, for that much more memory each.
+const DefaultLoginWorkers = 1
+
+// MaxLoginWorkers bounds --login-workers.
+const MaxLoginWorkers = 16
+
 // Config is everything the daemon is told, from flags and the TOML config file.
 type Config struct {
 	Transport      string
@@ -38,6 +47,7 @@ type Config struct {
 	LogLevel       string
 	ReplayWindow   int
 	MaxSessions    int
+	LoginWorkers   int
 	ReloadInterval time.Duration
 	CheckConfig    bool
 	ConfigPath     string
@@ -105,6 +115,7 @@ func (c *Config) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.IntVar(&c.ReplayWindow, "replay-window", 0, "replay window in packets (0: 2048)")
 	fs.IntVar(&c.MaxSessions, "max-sessions", 0, "most concurrent sessions (0: 1024)")
+	fs.IntVar(&c.LoginWorkers, "login-workers", DefaultLoginWorkers, "password checks (argon2id) run at once, `N` from 1 to 16; each takes the memory its hash was made with (64 MiB by default), so the daemon's resident memory peaks near 13 MB + N x that; more logins wait in a queue of 16")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", time.Second, "how often to look for changes of the user database")
 	fs.BoolVar(&c.CheckConfig, "check-config", false, "check the configuration, the files it names and that every address it would bind is free (--listen, --telemetry-in, --mavlink-listen, --metrics), then exit")
 	fs.StringVar(&c.ConfigPath, "config", "", "TOML config `PATH`; its keys are the flag names, flags win")
@@ -255,6 +266,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxSessions < 0 || c.MaxSessions > 60000 {
 		return c.invalid("max-sessions", "value", strconv.Itoa(c.MaxSessions), "want 0 to 60000")
+	}
+	if c.LoginWorkers < 1 || c.LoginWorkers > MaxLoginWorkers {
+		return c.invalid("login-workers", "value", strconv.Itoa(c.LoginWorkers), "want 1 to 16")
 	}
 	if c.ReloadInterval < 100*time.Millisecond {
 		return c.invalid("reload-interval", "value", c.ReloadInterval.String(), "want at least 100ms")

@@ -50,7 +50,7 @@ reload-interval = "2s"
 	want := Config{Transport: "native", Listen: "127.0.0.1:7000", KeyPath: "/etc/dronelink/drone.key", PSKPath: "/etc/dronelink/fleet.psk",
 		UsersPath: "/var/lib/dronelink/users", TelemetryIn: "127.0.0.1:14550", LogFormat: "json", LogLevel: "info",
 		ReplayWindow: 4096, ReloadInterval: 2 * time.Second, MavlinkAgg: 20 * time.Millisecond, MavlinkMaxAge: time.Second,
-		ForwardWait: DefaultForwardWait}
+		ForwardWait: DefaultForwardWait, LoginWorkers: DefaultLoginWorkers}
 	// The flag won over the file: only the keys the file set count as from the file.
 	if c.fromFile["listen"] || !c.fromFile["key"] || !c.fromFile["replay-window"] || c.fromFile["log-format"] {
 		t.Errorf("settings from the file: %v", c.fromFile)
@@ -90,6 +90,8 @@ func TestConfigErrors(t *testing.T) {
 		{"negative aggregation", append(base, "--mavlink-agg", "-1ms"), "", "--mavlink-agg"},
 		{"aggregation too long", base, `mavlink-agg = "2s"`, `key "mavlink-agg": invalid value 2s: want 0 to 1s`},
 		{"zero frame age", append(base, "--mavlink-max-age", "0s"), "", "--mavlink-max-age"},
+		{"no login workers", append(base, "--login-workers", "0"), "", "--login-workers 0: want 1 to 16"},
+		{"too many login workers", base, "login-workers = 17", `key "login-workers": invalid value 17: want 1 to 16`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,6 +106,30 @@ func TestConfigErrors(t *testing.T) {
 				t.Errorf("error is not one line: %q", err)
 			}
 		})
+	}
+}
+
+// The login worker count comes from the flag or the config file (flags win); one by default.
+func TestConfigLoginWorkers(t *testing.T) {
+	base := []string{"--key", "k", "--psk", "p", "--users", "u"}
+	for _, tc := range []struct {
+		args []string
+		file string
+		want int
+	}{
+		{base, "", 1},
+		{base, "login-workers = 3", 3},
+		{append(base, "--login-workers", "2"), "login-workers = 3", 2},
+	} {
+		c, err := parse(t, tc.args, tc.file)
+		if err == nil {
+			err = c.validate()
+		}
+		if err != nil {
+			t.Errorf("%v with %q: %v", tc.args, tc.file, err)
+		} else if c.LoginWorkers != tc.want {
+			t.Errorf("%v with %q: %d login workers, want %d", tc.args, tc.file, c.LoginWorkers, tc.want)
+		}
 	}
 }
 

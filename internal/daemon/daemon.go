@@ -251,16 +251,18 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		hooks = metricsSrv.hooks
 	}
 
+	mem := newLoginMemory(d.log)
 	if dtlsMode {
 		d.server, err = dtlslink.NewServer(dtlslink.ServerConfig{
 			Conn:         conn,
 			PSK:          psk,
-			Passwords:    passwordChecker{&d.users},
+			Passwords:    passwordChecker{&d.users, mem},
 			Handler:      d.execute,
 			Logger:       d.log,
 			Hooks:        hooks,
 			ReplayWindow: cfg.ReplayWindow,
 			MaxSessions:  cfg.MaxSessions,
+			LoginWorkers: cfg.LoginWorkers,
 			OnFrames:     onFrames,
 			MaxFrameAge:  cfg.MavlinkMaxAge,
 		})
@@ -269,12 +271,13 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 			Conn:         link.NewUDPConn(conn),
 			PSK:          psk,
 			DroneKey:     link.NewDroneKey(key),
-			Auth:         authenticator{&d.users},
+			Auth:         authenticator{&d.users, mem},
 			Handler:      d.execute,
 			Logger:       d.log,
 			Hooks:        hooks,
 			ReplayWindow: cfg.ReplayWindow,
 			MaxSessions:  cfg.MaxSessions,
+			LoginWorkers: cfg.LoginWorkers,
 			OnFrames:     onFrames,
 			MaxFrameAge:  cfg.MavlinkMaxAge,
 		})
@@ -325,6 +328,9 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	if tunnelConn != nil {
 		started = append(started, "mavlink", tunnelConn.LocalAddr().String(), "mavlink_to", cfg.MavlinkTo, "mavlink_agg", cfg.MavlinkAgg)
 	}
+	// The memory formula of README.md ("Memory"): what the password checks may take.
+	d.log.Info("password checks", "login_workers", cfg.LoginWorkers,
+		"argon2_memory_mib", db.MaxHashMemoryKiB()/1024, "argon2_peak_mib", cfg.LoginWorkers*int(db.MaxHashMemoryKiB()/1024))
 	d.log.Info("dronelinkd started", started...)
 	err = d.server.Run(ctx)
 	cancel()
@@ -394,8 +400,11 @@ func metricsAddr(m *metricsServer) string {
 }
 
 // authenticator reads the current user database for every lookup, so a reload takes
-// effect on the next handshake or login.
-type authenticator struct{ db *atomic.Pointer[userdb.DB] }
+// effect on the next handshake or login. Password checks go through mem.
+type authenticator struct {
+	db  *atomic.Pointer[userdb.DB]
+	mem *loginMemory
+}
 
 // LookupKey implements link.Authenticator.
 func (a authenticator) LookupKey(id crypto.KeyID) (*rsa.PublicKey, bool) {
@@ -408,16 +417,22 @@ func (a authenticator) Authorize(user string, key crypto.KeyID) (link.Role, link
 }
 
 // Login implements link.Authenticator.
-func (a authenticator) Login(user string, password []byte, key crypto.KeyID) (link.Role, link.LoginStatus) {
-	return a.db.Load().Login(user, password, key)
+func (a authenticator) Login(user string, password []byte, key crypto.KeyID) (role link.Role, status link.LoginStatus) {
+	a.mem.check(func() { role, status = a.db.Load().Login(user, password, key) })
+	return role, status
 }
 
 // passwordChecker reads the current user database for every login of the DTLS transport.
-type passwordChecker struct{ db *atomic.Pointer[userdb.DB] }
+// Password checks go through mem.
+type passwordChecker struct {
+	db  *atomic.Pointer[userdb.DB]
+	mem *loginMemory
+}
 
 // CheckPassword implements dtlslink.PasswordChecker.
-func (p passwordChecker) CheckPassword(user string, password []byte) (link.Role, link.LoginStatus) {
-	return p.db.Load().CheckPassword(user, password)
+func (p passwordChecker) CheckPassword(user string, password []byte) (role link.Role, status link.LoginStatus) {
+	p.mem.check(func() { role, status = p.db.Load().CheckPassword(user, password) })
+	return role, status
 }
 
 // UserRole implements dtlslink.PasswordChecker.

@@ -119,14 +119,14 @@ func checkNewUser(db *userdb.DB, name string, role link.Role, keys []*rsa.Public
 	return nil
 }
 
-// hashPassword reads a new password and hashes it.
-func (a *app) hashNewPassword(p passwordFlags, name string) (string, error) {
+// hashNewPassword reads a new password and hashes it with params.
+func (a *app) hashNewPassword(p passwordFlags, name string, params userdb.Params) (string, error) {
 	pw, err := a.readPassword(p, fmt.Sprintf("New password for %s: ", name), true)
 	if err != nil {
 		return "", err
 	}
 	defer crypto.Wipe(pw)
-	hash, err := userdb.HashPassword(pw, a.hashParams)
+	hash, err := userdb.HashPassword(pw, params)
 	if err != nil {
 		return "", localf("%v", err)
 	}
@@ -138,21 +138,29 @@ func (a *app) newUserAddCmd() *cobra.Command {
 	var role string
 	var pubkeys []string
 	var pw passwordFlags
+	var cost argon2Flags
 	cmd := &cobra.Command{
-		Use:   "add --db PATH --name NAME --role pilot|observer --pubkey PATH [--pubkey PATH...] [--password-file PATH | --password-stdin]",
+		Use:   "add --db PATH --name NAME --role pilot|observer --pubkey PATH [--pubkey PATH...] [--password-file PATH | --password-stdin] [--argon2-memory MiB] [--argon2-time N] [--argon2-threads N]",
 		Short: "Add a user",
 		Long: `Add a user with a role, one or more authorised operator public keys and a password
 (hashed with argon2id). Creates the database if it does not exist. A key can be
-authorised for one user only.`,
+authorised for one user only.
+
+` + argon2Help,
 		Args: noArgs,
 	}
 	u.register(cmd, true)
+	cost.register(cmd)
 	cmd.Flags().StringVar(&role, "role", "", "`ROLE`: pilot (commands and telemetry) or observer (telemetry only)")
 	cmd.Flags().StringArrayVar(&pubkeys, "pubkey", nil, "an authorised operator public key file `PATH` (repeatable)")
 	pw.register(cmd)
 	requireFlags(cmd, "role", "pubkey")
 	cmd.RunE = a.runE(func(*cobra.Command, []string) error {
 		r, err := parseRole(role)
+		if err != nil {
+			return err
+		}
+		params, err := cost.params(a.hashParams)
 		if err != nil {
 			return err
 		}
@@ -171,7 +179,7 @@ authorised for one user only.`,
 		if err := checkNewUser(db, u.name, r, keys); err != nil {
 			return err
 		}
-		hash, err := a.hashNewPassword(pw, u.name)
+		hash, err := a.hashNewPassword(pw, u.name, params)
 		if err != nil {
 			return err
 		}
@@ -212,14 +220,21 @@ func (a *app) newUserDelCmd() *cobra.Command {
 func (a *app) newUserPasswdCmd() *cobra.Command {
 	var u userFlags
 	var pw passwordFlags
+	var cost argon2Flags
 	cmd := &cobra.Command{
-		Use:   "passwd --db PATH --name NAME [--password-file PATH | --password-stdin]",
+		Use:   "passwd --db PATH --name NAME [--password-file PATH | --password-stdin] [--argon2-memory MiB] [--argon2-time N] [--argon2-threads N]",
 		Short: "Set a user's password",
+		Long:  "Set a user's password (hashed with argon2id).\n\n" + argon2Help,
 		Args:  noArgs,
 	}
 	u.register(cmd, true)
 	pw.register(cmd)
+	cost.register(cmd)
 	cmd.RunE = a.runE(func(*cobra.Command, []string) error {
+		params, err := cost.params(a.hashParams)
+		if err != nil {
+			return err
+		}
 		db, err := loadDB(u.db, false)
 		if err != nil {
 			return err
@@ -227,7 +242,7 @@ func (a *app) newUserPasswdCmd() *cobra.Command {
 		if _, ok := db.User(u.name); !ok {
 			return localf("no such user %s in %s", u.name, u.db)
 		}
-		hash, err := a.hashNewPassword(pw, u.name)
+		hash, err := a.hashNewPassword(pw, u.name, params)
 		if err != nil {
 			return err
 		}

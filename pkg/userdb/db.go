@@ -2,11 +2,13 @@ package userdb
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -108,6 +110,9 @@ type DB struct {
 	users  []*record // sorted by name
 	byName map[string]*record
 	byKey  map[crypto.KeyID]keyOwner
+	// dummy are the parameters of the dummy hash an unknown user's login costs: those of
+	// most users' hashes (see dummyParams), so that it costs what a real check costs.
+	dummy Params
 }
 
 var _ link.Authenticator = (*DB)(nil)
@@ -139,7 +144,45 @@ func build(users []*record) (*DB, error) {
 			db.byKey[k.id] = keyOwner{user: u, pub: k.pub}
 		}
 	}
+	db.dummy = dummyParams(users)
 	return db, nil
+}
+
+// dummyParams are the argon2id parameters most users' hashes have (ties go to the
+// costlier), or DefaultParams when there is no usable hash. A login of an unknown user
+// costs one hash with them: with hashes made with other than the default parameters
+// (dronelink user add --argon2-memory ...), a default-cost dummy would take another time
+// than a real check and tell which user names exist.
+func dummyParams(users []*record) Params {
+	count := map[Params]int{}
+	for _, u := range users {
+		if p, _, _, err := decodePHC(u.hash); err == nil {
+			count[p]++
+		}
+	}
+	if len(count) == 0 {
+		return DefaultParams
+	}
+	ps := slices.Collect(maps.Keys(count))
+	slices.SortFunc(ps, func(a, b Params) int { // most common first, then costliest
+		return cmp.Or(cmp.Compare(count[b], count[a]), cmp.Compare(b.cost(), a.cost()),
+			cmp.Compare(b.MemoryKiB, a.MemoryKiB), cmp.Compare(b.Threads, a.Threads),
+			cmp.Compare(b.SaltLen, a.SaltLen), cmp.Compare(b.KeyLen, a.KeyLen))
+	})
+	return ps[0]
+}
+
+// MaxHashMemoryKiB is the most memory (argon2id m, in KiB) one password check can take
+// with this database: the largest m of the users' hashes and of the dummy hash an unknown
+// user's login costs. A drone's password checks take at most LoginWorkers times this.
+func (db *DB) MaxHashMemoryKiB() uint32 {
+	m := db.dummy.MemoryKiB
+	for _, u := range db.users {
+		if p, _, _, err := decodePHC(u.hash); err == nil {
+			m = max(m, p.MemoryKiB)
+		}
+	}
+	return m
 }
 
 // checkName validates a user name. Errors wrap ErrBadName.
@@ -403,7 +446,8 @@ func (db *DB) Authorize(user string, key crypto.KeyID) (link.Role, link.LoginSta
 // of the user's keys, and the password matches. It implements link.Authenticator. The key
 // check comes first and costs no argon2id, so the holder of one user's key cannot use
 // logins as an oracle for another user's password; an unknown user still costs one dummy
-// argon2id computation with DefaultParams.
+// argon2id computation with the parameters of most users' hashes (DefaultParams in a
+// database without users).
 //
 // Outcomes: LoginUnknownUser, LoginKeyNotAuthorised, LoginWrongPassword, LoginInternal
 // (the stored hash could not be used, which Parse prevents), or the user's role with
@@ -411,7 +455,7 @@ func (db *DB) Authorize(user string, key crypto.KeyID) (link.Role, link.LoginSta
 func (db *DB) Login(user string, password []byte, key crypto.KeyID) (link.Role, link.LoginStatus) {
 	u, ok := db.byName[user]
 	if !ok {
-		burnDummy(password)
+		burnDummy(password, db.dummy)
 		return link.RoleNone, link.LoginUnknownUser
 	}
 	if !slices.ContainsFunc(u.keys, func(k keyRec) bool { return k.id == key }) {
@@ -441,15 +485,16 @@ func (db *DB) UserRole(user string) (link.Role, link.LoginStatus) {
 // CheckPassword checks a password login without a key: the user exists and the password
 // matches. It is the password check of the DTLS-PSK transport (pkg/dtlslink), where the
 // fleet PSK authenticates the peer and there is no operator key. Like Login it takes one
-// argon2id computation in every case, including unknown users (a dummy hash with
-// DefaultParams), so that timing does not reveal which names exist.
+// argon2id computation in every case, including unknown users (a dummy hash with the
+// parameters of most users' hashes, as Login), so that timing does not reveal which names
+// exist.
 //
 // Outcomes: LoginUnknownUser, LoginWrongPassword, LoginInternal (the stored hash could
 // not be used, which Parse prevents), or the user's role with LoginOK.
 func (db *DB) CheckPassword(user string, password []byte) (link.Role, link.LoginStatus) {
 	u, ok := db.byName[user]
 	if !ok {
-		burnDummy(password)
+		burnDummy(password, db.dummy)
 		return link.RoleNone, link.LoginUnknownUser
 	}
 	match, err := VerifyPassword(u.hash, password)

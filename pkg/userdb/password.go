@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -50,6 +51,39 @@ const (
 // no stray bits in the last digit, so that every hash has exactly one
 // encoding.
 var b64 = base64.RawStdEncoding.Strict()
+
+// Floors for new password hashes, after the OWASP Password Storage Cheat Sheet's argon2id
+// configurations (46 MiB with one pass; 19 MiB with two): CheckCost refuses less. Stored
+// hashes are verified whatever their cost (within the limits above).
+const (
+	MinMemoryKiB        = 19 * 1024 // with two or more passes
+	MinMemoryKiBOnePass = 46 * 1024 // with one pass
+)
+
+// ErrWeakParams reports argon2id parameters below the floors for new hashes (CheckCost).
+var ErrWeakParams = errors.New("argon2id parameters too weak")
+
+// CheckCost checks p as parameters for new password hashes: within the limits, and at
+// least MinMemoryKiB of memory with two or more passes, or MinMemoryKiBOnePass with one
+// (fewer passes need more memory for the same resistance to guessing on GPUs). Errors wrap
+// ErrWeakParams or ErrBadHash. HashPassword does not call it: tests and tools may hash
+// cheaply on purpose; the dronelink command line does.
+func (p Params) CheckCost() error {
+	if err := p.validate(); err != nil {
+		return err
+	}
+	switch {
+	case p.Time == 1 && p.MemoryKiB < MinMemoryKiBOnePass:
+		return fmt.Errorf("%w: m=%d KiB with t=1: want at least %d KiB (%d MiB) with one pass, or t=2 and at least %d KiB (%d MiB)",
+			ErrWeakParams, p.MemoryKiB, MinMemoryKiBOnePass, MinMemoryKiBOnePass/1024, MinMemoryKiB, MinMemoryKiB/1024)
+	case p.MemoryKiB < MinMemoryKiB:
+		return fmt.Errorf("%w: m=%d KiB: want at least %d KiB (%d MiB)", ErrWeakParams, p.MemoryKiB, MinMemoryKiB, MinMemoryKiB/1024)
+	}
+	return nil
+}
+
+// cost orders parameters by the work of one hash: memory times passes.
+func (p Params) cost() uint64 { return uint64(p.MemoryKiB) * uint64(p.Time) }
 
 // validate checks p against the limits. Errors wrap ErrBadHash.
 func (p Params) validate() error {
@@ -220,14 +254,12 @@ func showAlg(s string) string {
 	return strconv.Quote(s)
 }
 
-// burnDummy spends the cost of one VerifyPassword with DefaultParams, for
-// logins of unknown users, so that response time does not tell which user
-// names exist. The dummy hash (all-zero salt and hash) is formatted on the
-// fly (no hashing) and matches no password in practice.
-func burnDummy(password []byte) {
-	p := DefaultParams
+// burnDummy spends the cost of one VerifyPassword with p, for logins of unknown users,
+// so that response time does not tell which user names exist. The dummy hash (all-zero
+// salt and hash) is formatted on the fly (no hashing) and matches no password in practice.
+func burnDummy(password []byte, p Params) {
 	if p.validate() != nil {
-		p = Params{Time: 1, MemoryKiB: 64 * 1024, Threads: 2, SaltLen: 16, KeyLen: 32}
+		p = DefaultParams
 	}
 	dummy := encodePHC(p, make([]byte, p.SaltLen), make([]byte, p.KeyLen))
 	_, _ = VerifyPassword(dummy, password)
