@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dronelink/dronelink/pkg/app"
 	"github.com/dronelink/dronelink/pkg/crypto"
 )
 
@@ -224,5 +225,35 @@ func TestRekeyInitiationsFollowTheRoundTrip(t *testing.T) {
 			t.Fatalf("fixed %v: %d rounds", fixed, len(starts))
 		}
 		checkGaps(t, starts, func(int) time.Duration { return base })
+	}
+}
+
+// The handshake's round trip (from the initiation the drone answered to its response) is
+// the estimate's first sample: after Dial, before any command, the estimate is RFC 6298's
+// after one sample R (SRTT R, RTTVAR R/2). The login's answer is no sample: it waits for a
+// password check.
+func TestHandshakeRoundTripSeedsTheEstimate(t *testing.T) {
+	f := newFakeRig(t, nil)
+	alice, err := f.client(t, "alice", aliceAddr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := alice.LinkStatus().RTT
+	e := alice.Estimate()
+	want := min(max(r+max(app.RTOGranularity, 2*r), app.RTOMin), RequestRetryMax)
+	if r <= 0 || e.SRTT != r || e.RTTVar != r/2 || e.RTO != want {
+		t.Errorf("after a handshake of %v: estimate %+v, want SRTT %v RTTVAR %v RTO %v", r, e, r, r/2, want)
+	}
+	// Downlink reports what LinkStatus counts of the drone's datagrams.
+	for {
+		recv, miss := alice.Downlink()
+		st := alice.LinkStatus().Traffic
+		if again, missAgain := alice.Downlink(); again != recv || missAgain != miss {
+			continue // a datagram arrived meanwhile
+		}
+		if recv != st.ReceivedPackets || miss != st.LostPackets || recv == 0 {
+			t.Errorf("Downlink %d received %d missing, LinkStatus %+v", recv, miss, st)
+		}
+		break
 	}
 }
