@@ -488,7 +488,8 @@ func TestDroneAnswersTwiceWhenAsked(t *testing.T) {
 	}
 
 	// A login refused before any password check (a wrong user) is answered once, at once.
-	_, upR, err := NewServer(ServerConfig{Channel: noChannel{}, Auth: refuseAuth{}, DedupLifetime: time.Minute,
+	var refuseChecks atomic.Int64
+	_, upR, err := NewServer(ServerConfig{Channel: noChannel{}, Auth: refuseAuth{&refuseChecks}, DedupLifetime: time.Minute,
 		Handler: func(context.Context, Command) (AckStatus, []byte) { return AckOK, nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -506,12 +507,11 @@ func TestDroneAnswersTwiceWhenAsked(t *testing.T) {
 	}
 }
 
-type refuseAuth struct{}
+// refuseAuth knows no user; it counts its cheap checks.
+type refuseAuth struct{ checks *atomic.Int64 }
 
-var refuseChecks atomic.Int64
-
-func (refuseAuth) Authorize(string, Identity) (Role, LoginStatus) {
-	refuseChecks.Add(1)
+func (a refuseAuth) Authorize(string, Identity) (Role, LoginStatus) {
+	a.checks.Add(1)
 	return RoleNone, LoginUnknownUser
 }
 func (refuseAuth) Login(string, []byte, Identity) (Role, LoginStatus) {
