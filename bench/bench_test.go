@@ -63,9 +63,13 @@ func TestOtherSections(t *testing.T) {
 		t.Skip("generates RSA keys")
 	}
 	out := runHarness(t, "--contenders", "", "--duration", "100ms", "--loss", "0.1", "--loss-duration", "200ms",
-		"--concurrency", "4", "--handshakes", "4", "--rsa-bits", "2048", "--sessions", "100")
+		"--delay", "2ms", "--concurrency", "4", "--handshakes", "4", "--rsa-bits", "2048", "--sessions", "100",
+		"--cold", "2", "--cold-loss", "0")
 	for _, re := range []string{
-		`(?m)^lossy loss=10% cmd/s=\d+ p50=\d+\.\d\dms p99=\d+\.\d\dms acked=[1-9]\d* failed=\d+ tx/cmd=\d+\.\d\d proxy-dropped=\d+/\d+$`,
+		`(?m)^lossy-fixed loss=10% delay=2ms cmd/s=\d+ p50=\d+\.\d\dms p99=\d+\.\d\dms acked=[1-9]\d* failed=\d+ tx/cmd=\d+\.\d\d acks/cmd=\d+\.\d\d proxy-dropped=\d+/\d+$`,
+		`(?m)^lossy loss=10% delay=2ms cmd/s=\d+ p50=\d+\.\d\dms p99=\d+\.\d\dms acked=[1-9]\d* failed=\d+ tx/cmd=\d+\.\d\d acks/cmd=\d+\.\d\d proxy-dropped=\d+/\d+ est-srtt=\d+\.\d\dms est-rto=\d+\.\d\dms est-loss=\d+\.\d%$`,
+		`(?m)^cold-fixed loss=0% delay=2ms runs=2 p50=\d+\.\d\dms p90=\S+ p99=\S+ max=\S+ within-2s=\d/2 handshake-p50=\S+ login-p50=\S+ command-p50=\S+ initiations/run=\d+\.\d\d tx/cmd=\d+\.\d\d failed=\d+$`,
+		`(?m)^cold loss=0% delay=2ms runs=2 p50=\d+\.\d\dms .* initiations/run=\d+\.\d\d .*failed=\d+$`,
 		`(?m)^handshake rsa-2048 n=4 hs/s=[1-9]\d*( hs/cpu-s=\d+)?$`,
 		`(?m)^handshake pion-dtls-psk n=[1-9]\d* hs/s=\d+`,
 		`(?m)^memory link.NewSession n=100 bytes/session=[1-9]\d* `,
@@ -86,6 +90,9 @@ func TestBadFlags(t *testing.T) {
 		{"--loss", "1.5"},
 		{"--argon2", "m=lots"},
 		{"--daemon-memory", "-1"},
+		{"--cold-loss", "1"},
+		{"--delay", "-1ms"},
+		{"--cold", "-1"},
 		{"extra"},
 	} {
 		var stdout, stderr bytes.Buffer

@@ -6,7 +6,8 @@
 //
 //	go run ./bench [--duration 2s] [--rounds 3] [--size 64 | --sizes 64,256,1200]
 //	               [--contenders LIST] [--batch] [--loss 0.1,0.3] [--loss-duration 10s]
-//	               [--concurrency 16] [--handshakes 200] [--rsa-bits 3072,2048]
+//	               [--delay 20ms] [--baseline=true] [--concurrency 16] [--cold 100 --cold-loss 0.3]
+//	               [--handshakes 200] [--rsa-bits 3072,2048]
 //	               [--sessions 10000] [--cpuprofile FILE]
 //	go run ./bench --daemon-memory 3 [--daemon-bin PATH] [--daemon-flags "..."]
 //	               [--argon2 m=65536,t=1,p=2] [--memory-watch 30s]
@@ -43,6 +44,11 @@ type options struct {
 	sizes       []int
 	contenders  []string
 	losses      []float64
+	delay       time.Duration
+	baseline    bool
+	cold        int
+	coldLosses  []float64
+	coldTimeout time.Duration
 	concurrency int
 	lossFor     time.Duration
 	handshakes  int
@@ -71,6 +77,11 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		"comma-separated contenders (empty: no throughput table): "+strings.Join(contenderNames(), ", "))
 	batch := fs.Bool("batch", false, "also run the batched variants (raw-udp-batch, wireguard-go-batch)")
 	loss := fs.String("loss", "", "comma-separated loss rates for the lossy command mode, e.g. 0.1,0.3 (off if empty)")
+	fs.DurationVar(&o.delay, "delay", 0, "one-way delay the lossy proxy adds to every datagram, e.g. 20ms")
+	fs.BoolVar(&o.baseline, "baseline", true, "also run the lossy and cold-start modes with the fixed timers (link.ClientConfig.FixedTimers)")
+	fs.IntVar(&o.cold, "cold", 0, "cold starts per --cold-loss rate: handshake, argon2id login and one command, as dronelink send (0: off)")
+	coldLoss := fs.String("cold-loss", "0.3", "comma-separated loss rates for the cold starts")
+	fs.DurationVar(&o.coldTimeout, "cold-timeout", 15*time.Second, "give up on a cold start after this long (dronelink send's default --timeout)")
 	fs.IntVar(&o.concurrency, "concurrency", 16, "commands in flight in the lossy mode")
 	fs.DurationVar(&o.lossFor, "loss-duration", 10*time.Second, "how long each loss rate keeps commands in flight")
 	fs.IntVar(&o.handshakes, "handshakes", 200, "drone-side handshakes per RSA key size (0: skip handshakes)")
@@ -145,17 +156,23 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 			}
 		}
 	}
-	if *loss != "" {
-		for f := range strings.SplitSeq(*loss, ",") {
-			p, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
-			if err != nil || p < 0 || p >= 1 {
-				return nil, fmt.Errorf("--loss: %q is not a rate in [0,1)", f)
-			}
-			o.losses = append(o.losses, p)
-		}
+	if o.losses, err = parseRates("--loss", *loss); err != nil {
+		return nil, err
+	}
+	if o.coldLosses, err = parseRates("--cold-loss", *coldLoss); err != nil {
+		return nil, err
 	}
 	if o.concurrency < 1 {
 		return nil, errors.New("--concurrency must be at least 1")
+	}
+	if o.delay < 0 || o.delay > 10*time.Second {
+		return nil, errors.New("--delay must be 0 to 10s")
+	}
+	if o.cold < 0 || o.coldTimeout <= 0 {
+		return nil, errors.New("--cold must not be negative and --cold-timeout must be positive")
+	}
+	if o.cold > 0 && len(o.coldLosses) == 0 {
+		return nil, errors.New("--cold needs --cold-loss")
 	}
 	if o.lossFor <= 0 {
 		return nil, errors.New("--loss-duration must be positive")
@@ -188,6 +205,22 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("--mavlink-duration must be positive")
 	}
 	return o, nil
+}
+
+// parseRates parses a comma-separated list of loss rates in [0,1) (none if s is empty).
+func parseRates(flag, s string) ([]float64, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []float64
+	for f := range strings.SplitSeq(s, ",") {
+		p, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || p < 0 || p >= 1 {
+			return nil, fmt.Errorf("%s: %q is not a rate in [0,1)", flag, f)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // parseInts parses a comma-separated list of positive integers.
@@ -263,16 +296,39 @@ func runSections(ctx context.Context, o *options, w io.Writer) error {
 		printTable(w, size, results, notes)
 	}
 	if len(o.losses) > 0 {
-		fmt.Fprintf(w, "\n# lossy link: link.Client.Command through internal/lossproxy (loss each way) to a link.Server,\n"+
-			"# %d commands in flight for %v; cmd/s = acknowledgements within that time; p50/p99 = round trip\n"+
-			"# from first transmission to ack, retransmissions included; tx/cmd = transmissions per command\n",
+		fmt.Fprintf(w, "\n# lossy link: link.Client.Command through internal/lossproxy (loss each way, delay one way) to a\n"+
+			"# link.Server, %d commands in flight for %v; cmd/s = acknowledgements within that time; p50/p99 = round\n"+
+			"# trip from first transmission to ack, retransmissions included; tx/cmd = command datagrams per command\n"+
+			"# (copies and retransmissions), acks/cmd = the drone's acknowledgement datagrams per command; est- = the\n"+
+			"# pilot's estimate at the end. lossy-fixed = the same with the fixed timers (FixedTimers), the baseline\n",
 			o.concurrency, o.lossFor)
 		for _, p := range o.losses {
-			r, err := runLossy(ctx, e, p, o.sizes[0], o.lossFor, o.concurrency)
-			if err != nil {
-				return fmt.Errorf("lossy %.0f%%: %w", p*100, err)
+			for _, fixed := range []bool{true, false} {
+				if fixed && !o.baseline {
+					continue
+				}
+				r, err := runLossy(ctx, e, p, o.delay, o.sizes[0], o.lossFor, o.concurrency, fixed)
+				if err != nil {
+					return fmt.Errorf("lossy %.0f%%: %w", p*100, err)
+				}
+				fmt.Fprintln(w, r.line())
 			}
-			fmt.Fprintln(w, r.line())
+		}
+	}
+	if o.cold > 0 {
+		fmt.Fprintf(w, "\n# cold start: as dronelink send, %d times per loss rate: a new link.Client (RSA-%d keys), handshake,\n"+
+			"# argon2id login (default parameters), one command, through internal/lossproxy (loss each way, delay\n"+
+			"# one way); each run timed from before Dial to the acknowledgement (at most %v). cold-fixed = the fixed\n"+
+			"# timers (FixedTimers), interleaved run by run; tx/cmd = command datagrams\n", o.cold, linkKeyBits, o.coldTimeout)
+		for _, p := range o.coldLosses {
+			adaptive, fixed, err := runCold(ctx, e, p, o.delay, o.cold, o.coldTimeout, o.baseline)
+			if err != nil {
+				return fmt.Errorf("cold %.0f%%: %w", p*100, err)
+			}
+			if o.baseline {
+				fmt.Fprintln(w, fixed.line())
+			}
+			fmt.Fprintln(w, adaptive.line())
 		}
 	}
 	if len(o.mavlinkAggs) > 0 {

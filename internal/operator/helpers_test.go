@@ -67,7 +67,7 @@ func runCtx(t *testing.T, ctx context.Context, adjust func(*app), stdin string, 
 }
 
 // checkStderr enforces the error contract: on failure exactly one line "dronelink: ..."
-// besides warnings, on success none; never a panic or stack trace.
+// besides warnings and send's stats lines, on success none; never a panic or stack trace.
 func checkStderr(t *testing.T, r result, args []string) {
 	t.Helper()
 	if strings.Contains(r.stderr, "goroutine ") || strings.Contains(r.stderr, "panic") {
@@ -81,7 +81,7 @@ func checkStderr(t *testing.T, r result, args []string) {
 		if !strings.HasPrefix(line, "dronelink: ") {
 			t.Errorf("%v: stderr line without the dronelink: prefix: %q", args, line)
 		}
-		if !strings.HasPrefix(line, "dronelink: warning: ") {
+		if !strings.HasPrefix(line, "dronelink: warning: ") && !strings.HasPrefix(line, "dronelink: stats: ") {
 			errs = append(errs, line)
 		}
 	}
@@ -96,7 +96,7 @@ func checkStderr(t *testing.T, r result, args []string) {
 // errLine is the error message of a failed run, without the prefix and newline.
 func (r result) errLine() string {
 	for line := range strings.Lines(r.stderr) {
-		if !strings.HasPrefix(line, "dronelink: warning: ") {
+		if !strings.HasPrefix(line, "dronelink: warning: ") && !strings.HasPrefix(line, "dronelink: stats: ") {
 			return strings.TrimSuffix(strings.TrimPrefix(line, "dronelink: "), "\n")
 		}
 	}

@@ -206,7 +206,10 @@ func (a *app) waitCommand(ctx context.Context, p *prompt, sess *session, s *link
 	}
 	done := make(chan result, 1)
 	go func() {
-		line, err := a.sendOne(cmdCtx, sess, s, message, opts, nil)
+		line, stats, err := a.sendOne(cmdCtx, sess, s, message, opts, nil)
+		if line != "" {
+			line += " (" + stats + ")" // for the pilot at the prompt
+		}
 		done <- result{line, err}
 	}()
 	in := p.in

@@ -26,6 +26,13 @@ acknowledges it (the drone executes it at most once however often it arrives) an
 closes the session. The payload is shown as text, control characters escaped, or as
 "hex:..." when it is binary. The exit status is 0 only for an "ok" acknowledgement.
 
+With --stats (and always when standard error is a terminal) a line on standard error
+follows each acknowledgement: its round trip from the command's first transmission, the
+transmissions (the first and each retransmission) and datagrams (copies included) it
+took, and the link's smoothed round trip and estimated loss:
+
+  dronelink: stats: acknowledged in 42.3 ms, 1 transmission, 2 datagrams; link round trip 41.0 ms, loss 3.0%
+
 The command carries its deadline (the end of --timeout, at most 30 s after it is
 issued): the drone never executes it after that, so when this tool reports "no
 acknowledgement" the command will not run later, whoever holds a copy back. It is also
@@ -51,6 +58,7 @@ administrator sees.
 	f.register(cmd, "give up when no acknowledgement came within this `DURATION`")
 	var independent bool
 	cmd.Flags().BoolVar(&independent, "independent", false, "do not order this command after your other commands (the drone runs it even if a later one ran first)")
+	cmd.Flags().BoolVar(&f.stats, "stats", false, "after each acknowledgement, print its round trip, transmissions and the link's estimates on standard error (always shown when standard error is a terminal)")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
 		if len(args) == 0 {
 			return a.sendMany(cmd.Context(), &f, link.CommandOptions{Independent: independent})
@@ -93,14 +101,46 @@ func (a *app) send(ctx context.Context, s *linkSetup, message []byte, opts link.
 		return a.linkFailure(ctx, err, sess.state, s, "acknowledgement")
 	}
 	prog.clear()
+	if _, err := fmt.Fprintln(a.stdout, ackLine(ack)); err != nil {
+		return localf("cannot print the acknowledgement: %v", err)
+	}
+	a.printStats(s, ackStats(ack, sess.client.Estimate()))
+	return ackFailure(ack, sess.client.Role())
+}
+
+// ackLine is the acknowledgement as send prints it: "ack STATUS:" and the payload.
+func ackLine(ack link.Ack) string {
 	line := "ack " + ack.Status.String() + ":"
 	if len(ack.Payload) > 0 {
 		line += " " + render(ack.Payload)
 	}
-	if _, err := fmt.Fprintln(a.stdout, line); err != nil {
-		return localf("cannot print the acknowledgement: %v", err)
+	return line
+}
+
+// ackStats describes how an acknowledgement came: its round trip (from the command's
+// first transmission), the transmissions and datagrams it took, and the link's estimates
+// as the client sees them after it.
+func ackStats(ack link.Ack, est link.LinkEstimate) string {
+	plural := func(n int, what string) string {
+		if n == 1 {
+			return "1 " + what
+		}
+		return fmt.Sprintf("%d %ss", n, what)
 	}
-	return ackFailure(ack, sess.client.Role())
+	msg := fmt.Sprintf("acknowledged in %s, %s, %s", roundTrip(ack.RoundTrip), plural(ack.Attempts, "transmission"),
+		plural(ack.Datagrams, "datagram"))
+	if est.SRTT > 0 {
+		msg += fmt.Sprintf("; link round trip %s, loss %.1f%%", roundTrip(est.SRTT), 100*est.Loss)
+	}
+	return msg
+}
+
+// printStats prints an acknowledgement's stats line on standard error, with --stats or
+// when standard error is a terminal.
+func (a *app) printStats(s *linkSetup, stats string) {
+	if s.stats || a.progress {
+		fmt.Fprintf(a.stderr, "dronelink: stats: %s\n", stats)
+	}
 }
 
 // ackFailure is nil for an "ok" acknowledgement and otherwise says what happened.

@@ -140,11 +140,12 @@ func (a *app) sendScript(ctx context.Context, s *linkSetup, opts link.CommandOpt
 	}()
 
 	for c := first; ; {
-		line, err := a.sendOne(ctx, sess, s, c.text, opts, prog)
+		line, stats, err := a.sendOne(ctx, sess, s, c.text, opts, prog)
 		if line != "" {
 			if _, werr := fmt.Fprintln(a.stdout, line); werr != nil {
 				return localf("cannot print the acknowledgement: %v", werr)
 			}
+			a.printStats(s, stats)
 		}
 		if err != nil {
 			return atLine(c.n, err)
@@ -167,8 +168,9 @@ func (a *app) sendScript(ctx context.Context, s *linkSetup, opts link.CommandOpt
 
 // sendOne sends one command on the session and waits, at most the setup's timeout, for
 // its acknowledgement. It returns the line to print ("ack STATUS: payload", empty if no
-// acknowledgement came) and the failure (nil for "ok").
-func (a *app) sendOne(ctx context.Context, sess *session, s *linkSetup, message []byte, opts link.CommandOptions, prog *progress) (string, error) {
+// acknowledgement came), how the acknowledgement came (ackStats) and the failure (nil for
+// "ok").
+func (a *app) sendOne(ctx context.Context, sess *session, s *linkSetup, message []byte, opts link.CommandOptions, prog *progress) (line, stats string, err error) {
 	deadline := time.Now().Add(s.timeout)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -177,13 +179,9 @@ func (a *app) sendOne(ctx context.Context, sess *session, s *linkSetup, message 
 	ack, err := sess.client.CommandWith(ctx, message, opts)
 	prog.clear()
 	if err != nil {
-		return "", a.linkFailure(ctx, err, sess.state, s, "acknowledgement")
+		return "", "", a.linkFailure(ctx, err, sess.state, s, "acknowledgement")
 	}
-	line := "ack " + ack.Status.String() + ":"
-	if len(ack.Payload) > 0 {
-		line += " " + render(ack.Payload)
-	}
-	return line, ackFailure(ack, sess.client.Role())
+	return ackLine(ack), ackStats(ack, sess.client.Estimate()), ackFailure(ack, sess.client.Role())
 }
 
 // atLine prefixes a command's failure with its input line, keeping its exit code.

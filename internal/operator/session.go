@@ -39,6 +39,7 @@ type linkFlags struct {
 	transport, drone, dronePub, key, psk, user string
 	password                                   passwordFlags
 	timeout                                    time.Duration
+	stats                                      bool // send --stats
 
 	cmd     *cobra.Command
 	profile *droneProfile     // the drone --drone named in the profile, if it named one
@@ -70,6 +71,7 @@ type linkSetup struct {
 	user        string
 	password    []byte
 	timeout     time.Duration
+	stats       bool // print each acknowledgement's stats (send --stats)
 
 	// profileName is the profile's name of the drone, if --drone named one.
 	profileName string
@@ -118,7 +120,7 @@ func (a *app) prepare(f *linkFlags) (*linkSetup, error) {
 		return nil, err
 	}
 	s := &linkSetup{transport: f.transport, drone: drone, droneName: f.drone, user: f.user, timeout: f.timeout,
-		dronePubSource: f.source("drone-pub")}
+		stats: f.stats, dronePubSource: f.source("drone-pub")}
 	if f.profile != nil {
 		s.droneName, s.profileName = fmt.Sprintf("%s (%s)", f.profile.Name, f.drone), f.profile.Name
 	}
@@ -194,6 +196,8 @@ type linkSession interface {
 	Err() error
 	// Close ends the session, telling the drone.
 	Close() error
+	// Estimate is the client's view of the link: round trip and loss.
+	Estimate() link.LinkEstimate
 }
 
 var (

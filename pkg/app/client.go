@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	mathrand "math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dronelink/dronelink/pkg/crypto"
@@ -20,7 +22,7 @@ type EventKind int
 
 // Client events, for progress display and logs.
 const (
-	EventHandshakeSent EventKind = iota // an initiation went out (Attempt counts from 1)
+	EventHandshakeSent EventKind = iota // a round of initiations went out (Attempt counts rounds from 1)
 	EventEstablished                    // a session was agreed
 	EventLoginSent                      // a login went out (Attempt counts from 1)
 	EventLoggedIn                       // the drone accepted the login
@@ -77,7 +79,8 @@ type Ack struct {
 	Status    AckStatus
 	Payload   []byte
 	RoundTrip time.Duration // from the first transmission to the ack
-	Attempts  int           // transmissions
+	Attempts  int           // transmissions: the first and each retransmission
+	Datagrams int           // datagrams sent: the copies of every transmission
 }
 
 // RetryDelay is the capped exponential backoff with jitter: initial doubled attempt times,
@@ -118,6 +121,17 @@ type ClientChannel interface {
 	Shutdown(droneGone bool)
 }
 
+// DownlinkCounter is implemented by client channels that can tell how many of the drone's
+// datagrams never arrived (the native channel sees the gaps in their counters). The client
+// adds the counts to its loss estimate. It is called with the client's lock held, like the
+// ClientChannel methods.
+type DownlinkCounter interface {
+	// Downlink returns how many of the drone's datagrams arrived and how many are missing
+	// so far, over every session. Missing may go down: a datagram counted missing that
+	// arrived late.
+	Downlink() (received, missing uint64)
+}
+
 // ClientConfig configures an operator's application layer.
 type ClientConfig struct {
 	// Channel is the secure channel; required.
@@ -153,6 +167,11 @@ type ClientConfig struct {
 	// keep trying to set up a new session (a daemon restart), instead of ending for good.
 	// For long-running operators such as the MAVLink tunnel.
 	SurviveShutdown bool
+	// FixedTimers turns the adaptive retransmission off: logins and commands are
+	// retransmitted on the fixed backoff (RequestRetryInitial doubling to RequestRetryMax),
+	// one copy at a time, whatever the round trip and the loss; no estimate is published.
+	// The behaviour before round-trip estimation, kept as the benchmarks' baseline.
+	FixedTimers bool
 }
 
 func (c ClientConfig) withDefaults() (ClientConfig, error) {
@@ -188,15 +207,27 @@ func (c ClientConfig) withDefaults() (ClientConfig, error) {
 }
 
 type pendingCommand struct {
-	id       uint64
-	header   CommandHeader
-	payload  []byte
-	first    time.Time     // issued
-	lifetime time.Duration // from first until the caller is told it failed
-	next     time.Time
-	attempts int
-	done     chan Ack
-	abort    chan error // the command cannot be acknowledged any more
+	id        uint64
+	header    CommandHeader
+	payload   []byte
+	first     time.Time     // issued
+	lifetime  time.Duration // from first until the caller is told it failed
+	next      time.Time
+	attempts  int       // transmissions
+	datagrams int       // copies sent, over every transmission
+	sent      time.Time // the last transmission
+	round     round     // the last transmission's outcome, for the loss estimate
+	sampled   bool      // its round trip was sampled (Karn: only an answer to the first transmission)
+	done      chan Ack
+	abort     chan error // the command cannot be acknowledged any more
+}
+
+// round is one transmission of a command awaiting its outcome: answered before the next
+// transmission or not. Only command rounds feed the loss estimate: a login's answer waits
+// for a password check, so its timer often fires before an answer that is on its way.
+type round struct {
+	copies   int  // 0: no round open
+	answered bool // an answer arrived for it
 }
 
 // CommandOptions change how one command is ordered.
@@ -234,13 +265,34 @@ type Client struct {
 	loginWanted bool
 	loginStatus chan LoginStatus
 	loginLast   LoginStatus // the last retryable refusal, for the timeout message
+	loginDone   uint64      // the id of the last login answered, whose copies are ignored
 	frameBuf    []byte      // SendFrames' message, reused under mu
+	cmdBuf      []byte      // a command's message, reused under mu
 	lastSeq     uint64      // the sequence number of the last command issued
 	pending     map[uint64]*pendingCommand
 	lastRecv    time.Time
 	lastSend    time.Time
 	linkUp      bool
 	closed      bool
+
+	// The link estimate (estimate.go), under mu; est publishes it for Estimate, which
+	// the channel reads with its own lock held (and so must not take mu).
+	rtt        rttEstimator
+	loss       lossEstimator
+	unanswered time.Time // the first request sent since the drone was last heard; zero: none
+	downRecv   uint64    // the channel's downlink counts at the last look
+	downMiss   uint64
+	downAt     time.Time // when the channel's counts were last looked at
+	est        publishedEstimate
+	wake       chan struct{} // the timer loop re-reads the earliest retransmission
+}
+
+// publishedEstimate is the link estimate in atomics, for Estimate.
+type publishedEstimate struct {
+	srtt, rttvar, rto atomic.Int64
+	loss              atomic.Uint64 // float64 bits
+	copies            atomic.Int32
+	silent            atomic.Bool
 }
 
 // ClientUpcalls is how a secure channel drives its Client; kept apart from Client so that
@@ -260,7 +312,10 @@ func NewClient(cfg ClientConfig) (*Client, ClientUpcalls, error) {
 		loginStatus: make(chan LoginStatus, 1),
 		pending:     make(map[uint64]*pendingCommand),
 		linkUp:      true,
+		loss:        newLossEstimator(),
+		wake:        make(chan struct{}, 1),
 	}
+	c.storeEstimateLocked(time.Time{}) // the prior; the hooks hear of the first measurement
 	return c, ClientUpcalls{c}, nil
 }
 
@@ -305,6 +360,7 @@ func (u ClientUpcalls) Established(loginCarried bool, now time.Time) {
 	}
 	c.session = true
 	c.lastRecv, c.lastSend = now, now
+	c.heardLocked(now)
 	c.setLinkLocked(true)
 	if !loginCarried || !c.loggedIn {
 		c.loggedIn = false
@@ -313,6 +369,21 @@ func (u ClientUpcalls) Established(loginCarried bool, now time.Time) {
 	for _, p := range c.pending {
 		c.transmitLocked(p, now)
 	}
+}
+
+// RoundTripSample gives the client a round trip the channel measured without ambiguity,
+// such as its handshake's (from sending the initiation the drone answered to the response;
+// it includes the drone's handshake work). It feeds the round-trip estimate that times the
+// retransmission of logins and commands.
+func (u ClientUpcalls) RoundTripSample(d time.Duration) {
+	c := u.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cfg.FixedTimers {
+		return
+	}
+	c.rtt.sample(d)
+	c.publishLocked(c.cfg.Now())
 }
 
 // Fail ends the client for good with err (a final refusal by the drone): every waiter
@@ -339,6 +410,7 @@ func (u ClientUpcalls) Receive(plain []byte, now time.Time, sessionTime time.Dur
 	c.cfg.Hooks.PacketReceived(KindOfMessage(m.Type), 0)
 	c.mu.Lock()
 	c.lastRecv = now
+	c.heardLocked(now)
 	c.setLinkLocked(true)
 	c.mu.Unlock()
 	switch m.Type {
@@ -571,17 +643,32 @@ func (c *Client) sendIssuedLocked(msg []byte, kind PacketKind, now, issued time.
 }
 
 // transmitLocked sends a pending command if the session is logged in and its deadline
-// has not passed, and schedules its retry.
+// has not passed, and schedules its retry: in as many copies as the loss estimate asks
+// for (each asking the drone to answer twice), the retry after the retransmission timeout
+// doubled per transmission (retryDelayLocked).
 func (c *Client) transmitLocked(p *pendingCommand, now time.Time) {
-	p.next = now.Add(RetryDelay(p.attempts, RequestRetryInitial, RequestRetryMax))
+	p.next = now.Add(c.retryDelayLocked(p.attempts, now, 0))
+	c.kickLocked()
 	if !c.session || !c.loggedIn || now.Sub(p.first) >= p.lifetime {
 		return
 	}
+	c.closeRoundLocked(p, false)
+	copies := c.copiesLocked(now)
 	p.attempts++
+	p.datagrams += copies
+	p.sent, p.round = now, round{copies: copies}
 	if p.attempts > 1 {
 		c.event(Event{Kind: EventCommandRetry, Attempt: p.attempts})
 	}
-	c.sendIssuedLocked(AppendCommand(nil, p.id, p.header, p.payload), KindCommand, now, p.first)
+	h := p.header
+	if copies > 1 {
+		h.Flags |= CommandAckTwice
+	}
+	c.cmdBuf = AppendCommand(c.cmdBuf[:0], p.id, h, p.payload)
+	c.noteRequestLocked(now)
+	for range copies {
+		c.sendIssuedLocked(c.cmdBuf, KindCommand, now, p.first)
+	}
 }
 
 // startLoginLocked begins a login with a fresh id (so the drone checks it afresh).
@@ -591,11 +678,19 @@ func (c *Client) startLoginLocked(now time.Time) {
 	c.sendLoginLocked(now)
 }
 
+// sendLoginLocked sends the login, in as many copies as a command would go in (the drone
+// checks the password once: it ignores a copy of the login it is checking, and answers a
+// later one from its memory), and schedules its retry. The retry waits at least
+// LoginRetryMin, for the password check.
 func (c *Client) sendLoginLocked(now time.Time) {
 	c.loginTries++
-	c.loginNext = now.Add(RetryDelay(c.loginTries-1, RequestRetryInitial, RequestRetryMax))
+	c.loginNext = now.Add(c.retryDelayLocked(c.loginTries-1, now, LoginRetryMin))
+	c.kickLocked()
 	msg := AppendLogin(nil, c.loginID, c.cfg.User, c.cfg.Password)
-	c.sendLocked(msg, KindLogin, now)
+	c.noteRequestLocked(now)
+	for range c.copiesLocked(now) {
+		c.sendLocked(msg, KindLogin, now)
+	}
 	crypto.Wipe(msg) // it holds the password; the channel has sealed it
 	c.event(Event{Kind: EventLoginSent, Attempt: c.loginTries})
 }
@@ -604,9 +699,12 @@ func (c *Client) handleLoginResult(m *Message, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.loginWanted || m.ID != c.loginID {
-		c.cfg.Hooks.Dropped(DropUnexpected)
+		if m.ID != c.loginDone || m.ID == 0 {
+			c.cfg.Hooks.Dropped(DropUnexpected)
+		} // else the second copy of an answer (the drone sends a password check's twice)
 		return
 	}
+	c.loginDone = m.ID
 	status := LoginStatus(m.Status)
 	c.cfg.Hooks.Login(status)
 	if status == LoginBusy || status == LoginRateLimited {
@@ -645,6 +743,7 @@ func (c *Client) handleAck(m *Message, now time.Time) {
 	if p == nil {
 		return // a duplicate ack of a finished command
 	}
+	c.answeredLocked(p, now)
 	status := AckStatus(m.Status)
 	switch status {
 	case AckBusy:
@@ -660,10 +759,146 @@ func (c *Client) handleAck(m *Message, now time.Time) {
 		return
 	}
 	delete(c.pending, m.ID)
+	c.closeRoundLocked(p, true)
 	rtt := now.Sub(p.first)
 	c.cfg.Hooks.Command(status)
 	c.cfg.Hooks.CommandRoundTrip(rtt)
-	p.done <- Ack{ID: m.ID, Status: status, Payload: append([]byte(nil), m.Payload...), RoundTrip: rtt, Attempts: p.attempts}
+	p.done <- Ack{ID: m.ID, Status: status, Payload: append([]byte(nil), m.Payload...), RoundTrip: rtt,
+		Attempts: p.attempts, Datagrams: p.datagrams}
+}
+
+// answeredLocked notes that an answer to p arrived at now: its round is answered and, if
+// p went out once only (Karn's algorithm: an answer to a retransmitted command could
+// answer any of its transmissions), its round trip is a sample.
+func (c *Client) answeredLocked(p *pendingCommand, now time.Time) {
+	if p.round.copies == 0 {
+		return
+	}
+	p.round.answered = true
+	if p.attempts == 1 && !p.sampled && !c.cfg.FixedTimers {
+		p.sampled = true
+		c.rtt.sample(now.Sub(p.sent))
+		c.publishLocked(now)
+	}
+}
+
+// closeRoundLocked ends p's open round, if any, for the loss estimate: answered if an
+// answer arrived for it (or answered says so).
+func (c *Client) closeRoundLocked(p *pendingCommand, answered bool) {
+	if p.round.copies == 0 {
+		return
+	}
+	if !c.cfg.FixedTimers {
+		c.loss.observe(p.round.copies, answered || p.round.answered)
+	}
+	p.round = round{}
+}
+
+// noteRequestLocked notes that a login or command went out at now: if nothing was heard
+// since, the silence counts from the first such.
+func (c *Client) noteRequestLocked(now time.Time) {
+	if c.unanswered.IsZero() {
+		c.unanswered = now
+	}
+}
+
+// heardLocked notes that the drone was heard at now: the link is not silent.
+func (c *Client) heardLocked(now time.Time) {
+	if !c.unanswered.IsZero() {
+		c.unanswered = time.Time{}
+		c.publishLocked(now)
+	}
+}
+
+// silentLocked reports whether requests have gone unanswered, and nothing at all was
+// heard from the drone, for SilentAfter (or twice the retransmission timeout, if longer).
+func (c *Client) silentLocked(now time.Time) bool {
+	return !c.unanswered.IsZero() && now.Sub(c.unanswered) >= max(SilentAfter, 2*c.rtt.rto(RequestRetryMax))
+}
+
+// copiesLocked is how many copies of a login or command to send now: what the loss
+// estimate asks for, one on a silent link or with fixed timers.
+func (c *Client) copiesLocked(now time.Time) int {
+	if c.cfg.FixedTimers || c.silentLocked(now) {
+		return 1
+	}
+	return c.loss.copies
+}
+
+// retryDelayLocked is how long to wait after transmission number attempt+1 of a login or
+// command before the next: the retransmission timeout (at least least), doubled per
+// earlier transmission, at most RequestRetryMax, plus up to a quarter more at random
+// (RetryDelay). Before the first round-trip sample, on a silent link and with fixed
+// timers the timeout is RequestRetryInitial.
+func (c *Client) retryDelayLocked(attempt int, now time.Time, least time.Duration) time.Duration {
+	base := RequestRetryInitial
+	if rto := c.rtt.rto(RequestRetryMax); rto > 0 && !c.cfg.FixedTimers && !c.silentLocked(now) {
+		base = max(rto, least)
+	}
+	return RetryDelay(attempt, base, RequestRetryMax)
+}
+
+// kickLocked has the timer loop look at the retransmission times again.
+func (c *Client) kickLocked() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// publishLocked publishes the estimate for Estimate and the hooks; now judges silence.
+func (c *Client) publishLocked(now time.Time) {
+	if !c.cfg.FixedTimers {
+		c.cfg.Hooks.LinkEstimate(c.storeEstimateLocked(now))
+	}
+}
+
+// storeEstimateLocked stores the estimate for Estimate and returns it.
+func (c *Client) storeEstimateLocked(now time.Time) LinkEstimate {
+	if c.cfg.FixedTimers {
+		c.est.copies.Store(1)
+		return LinkEstimate{Copies: 1}
+	}
+	e := LinkEstimate{SRTT: c.rtt.srtt, RTTVar: c.rtt.rttvar, RTO: c.rtt.rto(RequestRetryMax), Loss: c.loss.p,
+		Copies: c.copiesLocked(now), Silent: c.silentLocked(now)}
+	c.est.srtt.Store(int64(e.SRTT))
+	c.est.rttvar.Store(int64(e.RTTVar))
+	c.est.rto.Store(int64(e.RTO))
+	c.est.loss.Store(math.Float64bits(e.Loss))
+	c.est.copies.Store(int32(e.Copies))
+	c.est.silent.Store(e.Silent)
+	return e
+}
+
+// Estimate is the client's current view of the link: round trip, retransmission timeout,
+// loss, copies per transmission and silence. It takes no lock: a channel may call it with
+// its own lock held. With ClientConfig.FixedTimers it stays zero (one copy).
+func (c *Client) Estimate() LinkEstimate {
+	return LinkEstimate{
+		SRTT: time.Duration(c.est.srtt.Load()), RTTVar: time.Duration(c.est.rttvar.Load()),
+		RTO: time.Duration(c.est.rto.Load()), Loss: math.Float64frombits(c.est.loss.Load()),
+		Copies: int(c.est.copies.Load()), Silent: c.est.silent.Load(),
+	}
+}
+
+// countDownlinkLocked adds the channel's count of the drone's datagrams, arrived and
+// missing since the last look, to the loss estimate (at most every timerTick).
+func (c *Client) countDownlinkLocked(now time.Time) {
+	dc, ok := c.cfg.Channel.(DownlinkCounter)
+	if !ok || c.cfg.FixedTimers || now.Sub(c.downAt) < timerTick {
+		return
+	}
+	c.downAt = now
+	recv, miss := dc.Downlink()
+	dr, dm := int64(recv-c.downRecv), int64(miss-c.downMiss)
+	if recv < c.downRecv {
+		dr = 0 // counts only grow; a channel that restarted them is read afresh
+	}
+	c.downRecv, c.downMiss = recv, miss
+	if dr != 0 || dm != 0 {
+		c.loss.observeDatagrams(int(dr), int(dm))
+		c.publishLocked(now)
+	}
 }
 
 func (c *Client) setLinkLocked(up bool) {
@@ -681,33 +916,61 @@ func (c *Client) setLinkLocked(up bool) {
 	}
 }
 
-// timerLoop retransmits logins and commands, sends keepalives and notices a lost link.
+// timerLoop retransmits logins and commands, sends keepalives and notices a lost link. It
+// wakes every timerTick and at the earliest retransmission due, so round-trip timers of a
+// few tens of milliseconds are kept to the scheduler's precision.
 func (c *Client) timerLoop(ctx context.Context) {
 	t := time.NewTicker(timerTick)
 	defer t.Stop()
+	retry := time.NewTimer(timerTick)
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-retry.C:
+		case <-c.wake:
 		}
-		c.tick(c.cfg.Now())
+		now := c.cfg.Now()
+		wait := timerTick
+		if due := c.tick(now); !due.IsZero() {
+			wait = min(max(due.Sub(now), 0), timerTick)
+		}
+		retry.Reset(wait)
 	}
 }
 
-func (c *Client) tick(now time.Time) {
+// tick does what is due at now and returns the earliest retransmission due next (zero if
+// none).
+func (c *Client) tick(now time.Time) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || c.fatal != nil || !c.session {
-		return
+		return time.Time{}
 	}
-	if c.loginWanted && !now.Before(c.loginNext) {
-		c.sendLoginLocked(now)
+	var due time.Time
+	earliest := func(t time.Time) {
+		if due.IsZero() || t.Before(due) {
+			due = t
+		}
+	}
+	wasSilent := c.est.silent.Load()
+	if c.silentLocked(now) != wasSilent {
+		c.publishLocked(now)
+	}
+	c.countDownlinkLocked(now)
+	if c.loginWanted {
+		if !now.Before(c.loginNext) {
+			c.sendLoginLocked(now)
+		}
+		earliest(c.loginNext)
 	}
 	for _, p := range c.pending {
 		if !now.Before(p.next) {
 			c.transmitLocked(p, now)
 		}
+		earliest(p.next)
 	}
 	if now.Sub(c.lastRecv) >= LinkLostKeepalives*c.cfg.KeepaliveInterval {
 		c.setLinkLocked(false)
@@ -716,4 +979,5 @@ func (c *Client) tick(now time.Time) {
 	if now.Sub(c.lastSend) >= c.cfg.KeepaliveInterval {
 		c.sendLocked(AppendKeepalive(nil), KindKeepalive, now)
 	}
+	return due
 }

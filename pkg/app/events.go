@@ -116,6 +116,11 @@ type Hooks interface {
 	// LinkState reports a session's link going down (nothing heard for LinkLostKeepalives
 	// keepalive intervals) or up.
 	LinkState(up bool)
+	// LinkEstimate reports the operator's estimate of its link (round trip, retransmission
+	// timeout, loss) each time it changes: after a round-trip sample, a command's round,
+	// the channel's datagram counts, or the link falling silent or being heard again.
+	// Operators only.
+	LinkEstimate(e LinkEstimate)
 }
 
 // NopHooks ignores every event.
@@ -127,6 +132,7 @@ func (NopHooks) Login(LoginStatus)              {}
 func (NopHooks) Command(AckStatus)              {}
 func (NopHooks) CommandRoundTrip(time.Duration) {}
 func (NopHooks) LinkState(bool)                 {}
+func (NopHooks) LinkEstimate(LinkEstimate)      {}
 
 // Limits and timers of the application protocol. Each endpoint config may override the
 // timers; zero means these defaults.

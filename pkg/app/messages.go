@@ -179,8 +179,12 @@ const (
 	// commands: it is executed even if a later command of the same operator key already
 	// was, and its execution does not supersede earlier ones.
 	CommandIndependent = 1 << 0
+	// CommandAckTwice asks the drone to send its final answer twice: the sender sends this
+	// transmission in more than one copy because the link loses datagrams, and the answer
+	// must not be the weak side (docs/PROTOCOL.md section 8.2).
+	CommandAckTwice = 1 << 1
 	// commandFlagsKnown are the flags this version defines.
-	commandFlagsKnown = CommandIndependent
+	commandFlagsKnown = CommandIndependent | CommandAckTwice
 )
 
 // CommandHeader is what a command carries besides its id and payload: what the drone

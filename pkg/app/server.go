@@ -528,11 +528,13 @@ func (s *Server) handleLogin(sess *Session, m *Message, now time.Time) {
 
 // refuseLogin answers a login that gets no password check. The refusal becomes the
 // session's current login answer, so a password check still running for an earlier login
-// cannot log the session in afterwards, and it ends any earlier login (fail closed).
+// cannot log the session in afterwards, and it ends any earlier login (fail closed). A copy
+// of the login (same id) gets the same answer from it, without the checks and without a
+// rate-limit token: an operator on a lossy link sends its login in two copies.
 func (s *Server) refuseLogin(sess *Session, id uint64, user string, from netip.AddrPort, status LoginStatus) {
 	sess.loginMu.Lock()
 	sess.user, sess.role = "", RoleNone
-	sess.loginID, sess.loginPending, sess.loginAnswer, sess.loginStatus, sess.loginRole = id, false, false, status, RoleNone
+	sess.loginID, sess.loginPending, sess.loginAnswer, sess.loginStatus, sess.loginRole = id, false, true, status, RoleNone
 	sess.loginMu.Unlock()
 	s.cfg.Hooks.Login(status)
 	s.cfg.Logger.Warn("login refused", s.who(sess, user, from, "result", status.String())...)
@@ -590,6 +592,9 @@ func (s *Server) loginWorker(ctx context.Context) {
 				level = slog.LevelWarn
 			}
 			s.cfg.Logger.Log(ctx, level, "login", s.who(sess, job.user, job.from, "role", role.String(), "result", status.String())...)
+			// Twice: a lost answer costs the operator a retransmission round, and a
+			// password check is worth an extra datagram (the operator ignores the copy).
+			s.loginResult(sess, job.id, status, role)
 			s.loginResult(sess, job.id, status, role)
 		}
 	}
@@ -719,6 +724,9 @@ func (s *Server) finishCommand(job commandJob, status AckStatus, payload []byte,
 	}
 	s.cfg.Logger.Log(context.Background(), level, "command", args...)
 	s.ack(job.sess, job.cmd.ID, status, payload)
+	if job.header.Flags&CommandAckTwice != 0 {
+		s.ack(job.sess, job.cmd.ID, status, payload) // the operator sees loss: answer in two copies
+	}
 }
 
 // FormatID writes a 64-bit command or login id for the logs as 16 hex digits: a string, so

@@ -84,6 +84,8 @@ type (
 	DropReason = app.DropReason
 	// PacketKind is app.PacketKind.
 	PacketKind = app.PacketKind
+	// LinkEstimate is app.LinkEstimate.
+	LinkEstimate = app.LinkEstimate
 )
 
 // Roles, statuses and reasons (see package app).
@@ -111,7 +113,9 @@ const (
 	AckRestarted    = app.AckRestarted
 	// CommandIndependent is app.CommandIndependent.
 	CommandIndependent = app.CommandIndependent
-	maxAckStatus       = app.MaxAckStatus
+	// CommandAckTwice is app.CommandAckTwice.
+	CommandAckTwice = app.CommandAckTwice
+	maxAckStatus    = app.MaxAckStatus
 
 	CloseNormal   = app.CloseNormal
 	CloseRevoked  = app.CloseRevoked

@@ -61,6 +61,10 @@ type ClientConfig struct {
 	MaxFrameAge time.Duration
 	// SurviveShutdown: reconnect after the drone shuts down (app.ClientConfig.SurviveShutdown).
 	SurviveShutdown bool
+	// FixedTimers turns the adaptive retransmission off (app.ClientConfig.FixedTimers), and
+	// with it the round-trip timing of initiations and the extra initiations of a cold
+	// start: every initiation goes out alone, on the fixed backoff. The benchmarks' baseline.
+	FixedTimers bool
 }
 
 func (c ClientConfig) withDefaults() (ClientConfig, error) {
@@ -111,6 +115,8 @@ type Client struct {
 	previousEnd time.Time
 	hs          *Initiator
 	hsNext      time.Time
+	hsRound     int       // rounds of initiations of hs sent
+	hsHeard     bool      // the drone answered hs, if only with a refusal
 	hsErr       error     // the last refusal, for the final error message
 	failed      bool      // a final refusal of the first handshake: no more handshakes
 	rekeyAfter  time.Time // a refused rekey is not tried again before this
@@ -178,11 +184,26 @@ func newClient(cfg ClientConfig) (*Client, error) {
 		Channel: c, User: cfg.User, Password: cfg.Password, Logger: cfg.Logger, Hooks: cfg.Hooks, Now: cfg.Now,
 		Rand: cfg.Rand, KeepaliveInterval: cfg.KeepaliveInterval, OnTelemetry: cfg.OnTelemetry, OnEvent: cfg.OnEvent,
 		OnFrames: cfg.OnFrames, MaxFrameAge: cfg.MaxFrameAge, SurviveShutdown: cfg.SurviveShutdown,
+		FixedTimers: cfg.FixedTimers,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("link: %w", err)
 	}
 	return c, nil
+}
+
+// Downlink implements app.DownlinkCounter: the drone's data datagrams that arrived and
+// those missing (the gaps in their counters), over every session.
+func (c *Client) Downlink() (received, missing uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := c.carried
+	for _, s := range []*Session{c.current, c.previous} {
+		if s != nil {
+			t.add(s.Traffic())
+		}
+	}
+	return t.ReceivedPackets, t.LostPackets
 }
 
 // Send implements app.ClientChannel: seal msg on the current session and send it.
@@ -251,20 +272,51 @@ func (c *Client) startHandshakeLocked(replaces uint16, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	c.hs = hs
+	c.hs, c.hsRound, c.hsHeard = hs, 0, false
 	return c.sendInitiationLocked(now)
 }
 
+// sendInitiationLocked sends the next round of initiations of the handshake and schedules
+// the one after (docs/PROTOCOL.md section 6.1). A round is one fresh initiation, except on
+// a cold start: before the client's first session, while the drone has not answered at
+// all, rounds 2 to 1+ColdStartRounds send ColdStartInitiations fresh initiations each,
+// any of which the drone may answer.
 func (c *Client) sendInitiationLocked(now time.Time) error {
-	pkt, err := c.hs.Initiation(now)
-	if err != nil {
-		return err
+	c.hsRound++
+	n := 1
+	if c.current == nil && !c.hsHeard && !c.cfg.FixedTimers && c.hsRound > 1 && c.hsRound <= 1+ColdStartRounds {
+		n = ColdStartInitiations
 	}
-	c.hsNext = now.Add(RetryDelay(c.hs.Attempts()-1, HandshakeRetryInitial, HandshakeRetryMax))
-	c.write(pkt, KindInitiation)
-	c.attempts.record(now, c.cfg.Now())
-	c.event(Event{Kind: EventHandshakeSent, Attempt: c.hs.Attempts()})
+	for i := range n {
+		built := now
+		if i > 0 {
+			built = c.cfg.Now() // the previous initiation's RSA signature took a while
+		}
+		pkt, err := c.hs.Initiation(built)
+		if err != nil {
+			return err
+		}
+		c.write(pkt, KindInitiation)
+		c.attempts.record(built, c.cfg.Now())
+	}
+	c.hsNext = now.Add(c.initiationDelayLocked(now))
+	c.event(Event{Kind: EventHandshakeSent, Attempt: c.hsRound})
 	return nil
+}
+
+// initiationDelayLocked is how long after round c.hsRound of initiations the next one
+// goes out. Once the client has had a session and the link is not silent, the first wait
+// is the application layer's retransmission timeout plus however much longer the last
+// handshake took than the smoothed round trip (the drone's RSA work: a spurious
+// initiation costs the drone an RSA decryption), doubling per round up to
+// HandshakeRetryMax. Before any session (no round trip measured), on a silent link and
+// with fixed timers it is the fixed HandshakeRetryInitial instead. Jitter as RetryDelay's.
+func (c *Client) initiationDelayLocked(now time.Time) time.Duration {
+	base := HandshakeRetryInitial
+	if e := c.Client.Estimate(); c.current != nil && !c.cfg.FixedTimers && e.RTO > 0 && !e.Silent {
+		base = min(e.RTO+max(c.rtt-e.SRTT, 0), HandshakeRetryMax)
+	}
+	return RetryDelay(c.hsRound-1, base, HandshakeRetryMax)
 }
 
 func (c *Client) write(pkt []byte, kind PacketKind) bool {
@@ -384,6 +436,7 @@ func (c *Client) handleResponse(pkt []byte) {
 	}
 	sess.sendEpoch, sess.recvEpoch = now, c.hs.AnsweredAttempt()
 	c.rtt = max(now.Sub(c.attempts.sentAt(sess.recvEpoch)), 0)
+	rtt := c.rtt
 	c.hs = nil
 	c.hsErr = nil
 	if c.current != nil {
@@ -402,6 +455,8 @@ func (c *Client) handleResponse(pkt []byte) {
 	// Confirm the keys to the drone at once.
 	c.sendLocked(sess, AppendKeepalive(nil), KindKeepalive, now)
 	c.mu.Unlock()
+	// The key confirmation names the initiation answered: an unambiguous round trip.
+	c.up.RoundTripSample(rtt)
 	c.up.Established(r.Flags&FlagLoginCarried != 0, now)
 }
 
@@ -420,6 +475,7 @@ func (c *Client) handleError(pkt []byte) {
 	}
 	c.cfg.Hooks.Handshake(HandshakeRefused)
 	c.hsErr = code.Err()
+	c.hsHeard = true
 	c.event(Event{Kind: EventRefused, Err: c.hsErr})
 	final := c.hs.State() == StateFailed
 	if final && c.current != nil {

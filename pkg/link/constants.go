@@ -173,6 +173,13 @@ const (
 	// for initiations; each retry is a fresh initiation with a newer timestamp.
 	HandshakeRetryInitial = 400 * time.Millisecond
 	HandshakeRetryMax     = 2 * time.Second
+	// ColdStartInitiations and ColdStartRounds: before an operator's first session, when
+	// its first initiation went unanswered (no response, no refusal), each of the next
+	// ColdStartRounds rounds sends ColdStartInitiations fresh initiations at once. Nothing
+	// tells loss from a dead drone yet: this costs up to 8 extra initiations on a dead
+	// link, then single ones on the backoff above, as before.
+	ColdStartInitiations = 4
+	ColdStartRounds      = 2
 	// SessionIdleTimeout: the drone forgets a session that has been silent this long.
 	SessionIdleTimeout = 60 * time.Second
 	// DedupLifetime: the drone remembers an executed command id this long: longer than any

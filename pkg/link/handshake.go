@@ -184,8 +184,9 @@ type InitiatorConfig struct {
 }
 
 // maxAttempts is how many recent initiations an Initiator can still complete with a late
-// response, so a slow link does not waste an answer that arrives after a retry.
-const maxAttempts = 4
+// response, so a slow link does not waste an answer that arrives after a retry: two rounds
+// of a cold start (ColdStartInitiations each).
+const maxAttempts = 2 * ColdStartInitiations
 
 type attempt struct {
 	built     time.Time // when Initiation built it: just before it was sent

@@ -1,6 +1,7 @@
 package link
 
 import (
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -101,6 +102,9 @@ type Counters struct {
 	LinkDowns  atomic.Uint64
 	LinkUps    atomic.Uint64
 	Work       [NumHandshakeWork]atomic.Uint64
+	Estimates  atomic.Uint64 // LinkEstimate calls
+	SRTT       atomic.Int64  // the last estimate's smoothed round trip, nanoseconds
+	Loss       atomic.Uint64 // the last estimate's loss, math.Float64bits
 }
 
 // PacketReceived implements Hooks.
@@ -161,6 +165,13 @@ func (c *Counters) LinkState(up bool) {
 	} else {
 		c.LinkDowns.Add(1)
 	}
+}
+
+// LinkEstimate implements Hooks.
+func (c *Counters) LinkEstimate(e app.LinkEstimate) {
+	c.Estimates.Add(1)
+	c.SRTT.Store(int64(e.SRTT))
+	c.Loss.Store(math.Float64bits(e.Loss))
 }
 
 // HandshakeWork implements Hooks.

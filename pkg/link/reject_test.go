@@ -216,10 +216,14 @@ func TestServerEveryBitFlipOfDataRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	command(t, alice, "warm-up")
-	// Capture the next command datagram by dropping it on the way.
+	// Capture the next command datagram by dropping it on the way, and every datagram of
+	// alice's after it (the copies of its transmission, its retransmissions).
 	var held atomic.Pointer[[]byte]
 	f.net.Intercept(func(d fakenet.Datagram) []fakenet.Datagram {
-		if d.From == aliceAddr && d.Payload[0] == typeByte(TypeData) && len(d.Payload) > DataOverhead+CommandHeaderSize && held.Load() == nil {
+		if d.From == aliceAddr && d.Payload[0] == typeByte(TypeData) && held.Load() != nil {
+			return nil
+		}
+		if d.From == aliceAddr && d.Payload[0] == typeByte(TypeData) && len(d.Payload) > DataOverhead+CommandHeaderSize {
 			p := bytes.Clone(d.Payload)
 			held.Store(&p)
 			return nil

@@ -112,6 +112,11 @@ func TestHooksCountEvents(t *testing.T) {
 	l.LinkState(false)
 	checkValue(t, "link down", l.linkDown, 2)
 	checkValue(t, "link up", l.linkUp, 1)
+
+	l.LinkEstimate(link.LinkEstimate{SRTT: 42 * time.Millisecond, RTO: 60 * time.Millisecond, Loss: 0.25})
+	checkValue(t, "round trip", l.srtt, 0.042)
+	checkValue(t, "timeout", l.rto, 0.06)
+	checkValue(t, "loss", l.loss, 0.25)
 }
 
 // Every label value is created up front, so a series exists (at zero) before its first
@@ -119,19 +124,22 @@ func TestHooksCountEvents(t *testing.T) {
 func TestSeriesPreCreated(t *testing.T) {
 	_, reg := newTestLink(t)
 	for name, want := range map[string]int{
-		"dronelink_packets_received_total":     int(link.NumPacketKinds),
-		"dronelink_received_bytes_total":       int(link.NumPacketKinds),
-		"dronelink_packets_sent_total":         int(link.NumPacketKinds),
-		"dronelink_sent_bytes_total":           int(link.NumPacketKinds),
-		"dronelink_dropped_packets_total":      int(link.NumDropReasons),
-		"dronelink_handshakes_total":           int(link.NumHandshakeResults),
-		"dronelink_logins_total":               int(link.LoginInternal) + 2, // + unknown
-		"dronelink_commands_total":             int(link.AckRestarted) + 2,  // + unknown
-		"dronelink_command_round_trip_seconds": 1,
-		"dronelink_sessions_active":            1,
-		"dronelink_rekeys_total":               1,
-		"dronelink_link_transitions_total":     2,
-		"dronelink_handshake_operations_total": int(link.NumHandshakeWork),
+		"dronelink_packets_received_total":         int(link.NumPacketKinds),
+		"dronelink_received_bytes_total":           int(link.NumPacketKinds),
+		"dronelink_packets_sent_total":             int(link.NumPacketKinds),
+		"dronelink_sent_bytes_total":               int(link.NumPacketKinds),
+		"dronelink_dropped_packets_total":          int(link.NumDropReasons),
+		"dronelink_handshakes_total":               int(link.NumHandshakeResults),
+		"dronelink_logins_total":                   int(link.LoginInternal) + 2, // + unknown
+		"dronelink_commands_total":                 int(link.AckRestarted) + 2,  // + unknown
+		"dronelink_command_round_trip_seconds":     1,
+		"dronelink_sessions_active":                1,
+		"dronelink_rekeys_total":                   1,
+		"dronelink_link_transitions_total":         2,
+		"dronelink_handshake_operations_total":     int(link.NumHandshakeWork),
+		"dronelink_round_trip_time_seconds":        1,
+		"dronelink_retransmission_timeout_seconds": 1,
+		"dronelink_loss_ratio":                     1,
 	} {
 		got, err := testutil.GatherAndCount(reg, name)
 		if err != nil {
@@ -146,7 +154,7 @@ func TestSeriesPreCreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want := 4*int(link.NumPacketKinds) + int(link.NumDropReasons) + int(link.NumHandshakeResults) +
-		int(link.LoginInternal) + 2 + int(link.AckRestarted) + 2 + 5 + int(link.NumHandshakeWork); total != want {
+		int(link.LoginInternal) + 2 + int(link.AckRestarted) + 2 + 5 + int(link.NumHandshakeWork) + 3; total != want {
 		t.Errorf("registry has %d series, want %d (a metric added or lost)", total, want)
 	}
 }
@@ -204,6 +212,7 @@ func TestHooksDoNotAllocate(t *testing.T) {
 		"Rekeyed":               func() { l.Rekeyed() },
 		"LinkState":             func() { up = !up; l.LinkState(up) },
 		"HandshakeWork":         func() { l.HandshakeWork(link.WorkUnwrap) },
+		"LinkEstimate":          func() { l.LinkEstimate(link.LinkEstimate{SRTT: time.Millisecond, Loss: 0.1}) },
 	} {
 		if n := testing.AllocsPerRun(1000, f); n != 0 {
 			t.Errorf("%s: %v allocations per call, want 0", name, n)

@@ -23,6 +23,9 @@
 //	dronelink_sessions_active                  gauge
 //	dronelink_rekeys_total                     counter
 //	dronelink_link_transitions_total{state}    counter
+//	dronelink_round_trip_time_seconds          gauge (operator)
+//	dronelink_retransmission_timeout_seconds   gauge (operator)
+//	dronelink_loss_ratio                       gauge (operator)
 package metrics
 
 import (
@@ -105,6 +108,9 @@ type Link struct {
 	linkUp        prometheus.Counter
 	linkDown      prometheus.Counter
 	work          [link.NumHandshakeWork]prometheus.Counter
+	srtt          prometheus.Gauge
+	rto           prometheus.Gauge
+	loss          prometheus.Gauge
 }
 
 var _ link.Hooks = (*Link)(nil)
@@ -188,8 +194,21 @@ func New(reg prometheus.Registerer, opts Options) (*Link, error) {
 		"Expensive handshake operations the drone started, by op: rsa_verify, rsa_unwrap, x25519. Forged or"+
 			" replayed initiations are rejected before any of them, so these grow only with real handshakes.", "op")
 
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: name, ConstLabels: constLabels, Help: help})
+	}
+	srtt := gauge("round_trip_time_seconds",
+		"The operator's smoothed round-trip time to the drone (RFC 6298 SRTT), from its handshake and from"+
+			" commands acknowledged after one transmission; 0 before the first measurement (the drone does not report it).")
+	rto := gauge("retransmission_timeout_seconds",
+		"The operator's retransmission timeout for logins and commands: SRTT + max(10 ms, 4 RTTVAR), 20 ms to 1 s;"+
+			" 0 before the first measurement (then the fixed 200 ms applies).")
+	loss := gauge("loss_ratio",
+		"The operator's estimate of the share of datagrams lost each way, 0 to 1, from unanswered transmissions"+
+			" and (native transport) the gaps in the drone's datagram counters; 0 before the first measurement.")
+
 	collectors := []prometheus.Collector{receivedVec, receivedBytesVec, sentVec, sentBytesVec, droppedVec,
-		handshakesVec, loginsVec, commandsVec, roundTrip, sessions, rekeys, transitionsVec, workVec}
+		handshakesVec, loginsVec, commandsVec, roundTrip, sessions, rekeys, transitionsVec, workVec, srtt, rto, loss}
 	if err := registerAll(reg, collectors); err != nil {
 		return nil, err
 	}
@@ -202,6 +221,9 @@ func New(reg prometheus.Registerer, opts Options) (*Link, error) {
 		rekeys:    rekeys,
 		linkUp:    transitionsVec.WithLabelValues("up"),
 		linkDown:  transitionsVec.WithLabelValues("down"),
+		srtt:      srtt,
+		rto:       rto,
+		loss:      loss,
 	}
 	for k := range link.NumPacketKinds {
 		name := k.String()
@@ -302,6 +324,13 @@ func (l *Link) LinkState(up bool) {
 	} else {
 		l.linkDown.Inc()
 	}
+}
+
+// LinkEstimate implements link.Hooks: it sets the round-trip, timeout and loss gauges.
+func (l *Link) LinkEstimate(e link.LinkEstimate) {
+	l.srtt.Set(e.SRTT.Seconds())
+	l.rto.Set(e.RTO.Seconds())
+	l.loss.Set(e.Loss)
 }
 
 // registerAll registers every collector on reg, or none: on an error it unregisters those
