@@ -169,6 +169,12 @@ func (r *rig) command(payload string) (uint64, <-chan Ack) {
 			r.t.Fatal("the command was never sent")
 		}
 	}
+	// The client sends all copies of a transmission under its lock: once the lock is
+	// free, the last copy has gone out too, at the same fake instant, before the test
+	// moves the clock on.
+	r.c.mu.Lock()
+	//lint:ignore SA2001 the empty critical section waits for the sender to finish
+	r.c.mu.Unlock()
 	return r.ch.of(KindCommand)[before].msg.ID, done
 }
 

@@ -240,7 +240,8 @@ func TestHandshakeRoundTripSeedsTheEstimate(t *testing.T) {
 	}
 	r := alice.LinkStatus().RTT
 	e := alice.Estimate()
-	want := min(max(r+max(app.RTOGranularity, 2*r), app.RTOMin), RequestRetryMax)
+	// 4·(R/2), not 2R: RTTVAR is R/2 in whole nanoseconds, as RFC 6298 stores it.
+	want := min(max(r+max(app.RTOGranularity, 4*(r/2)), app.RTOMin), RequestRetryMax)
 	if r <= 0 || e.SRTT != r || e.RTTVar != r/2 || e.RTO != want {
 		t.Errorf("after a handshake of %v: estimate %+v, want SRTT %v RTTVAR %v RTO %v", r, e, r, r/2, want)
 	}
