@@ -135,6 +135,8 @@ type Server struct {
 	log    *slog.Logger
 	slots  chan struct{}
 	wg     sync.WaitGroup
+	// released, if set (tests), is called each time a connection's slot is freed.
+	released func()
 }
 
 // NewServer serves the socket Listen returned; status builds each answer (it is called
@@ -177,7 +179,12 @@ func (s *Server) Serve(ctx context.Context) {
 			continue
 		}
 		s.wg.Go(func() {
-			defer func() { <-s.slots }()
+			defer func() {
+				<-s.slots
+				if s.released != nil {
+					s.released()
+				}
+			}()
 			s.handle(conn)
 		})
 	}

@@ -198,7 +198,23 @@ func TestRequests(t *testing.T) {
 // server serves again when they are gone.
 func TestBusy(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.sock")
-	serve(t, path, sample)
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(l, sample, nil)
+	released := make(chan struct{}, MaxConns)
+	srv.released = func() { released <- struct{}{} }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		srv.Serve(ctx)
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 	var idle []net.Conn
 	for range MaxConns {
 		c, err := net.Dial("unix", path)
@@ -213,16 +229,17 @@ func TestBusy(t *testing.T) {
 	for _, c := range idle {
 		c.Close()
 	}
-	deadline := time.Now().Add(20 * time.Second) // bounds a broken build only
-	for {
-		_, err := Fetch(context.Background(), path)
-		if err == nil {
-			break
+	guard := time.NewTimer(20 * time.Second) // bounds a broken build only
+	defer guard.Stop()
+	for range MaxConns { // the server frees each slot as it sees its connection closed
+		select {
+		case <-released:
+		case <-guard.C:
+			t.Fatal("the server did not free the slots of the closed connections")
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still refused after the idle connections closed: %v", err)
-		}
-		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := Fetch(context.Background(), path); err != nil {
+		t.Fatalf("fetch after the idle connections closed: %v", err)
 	}
 }
 

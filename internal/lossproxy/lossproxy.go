@@ -45,7 +45,8 @@ type Proxy struct {
 	closed atomic.Bool
 
 	forwarded, dropped, duplicated, reordered atomic.Uint64
-	held                                      atomic.Int64 // datagrams waiting out a delay
+	held                                      atomic.Int64  // datagrams waiting out a delay
+	heldChanged                               chan struct{} // a token when held changes (tests wait on it)
 
 	withholdMu sync.Mutex
 	withhold   WithholdFunc // nil: forward everything
@@ -91,7 +92,7 @@ func Start(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("lossproxy: %w", err)
 	}
 	p := &Proxy{cfg: cfg, conn: conn, target: target.AddrPort(), rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5deece66d)),
-		flows: map[netip.AddrPort]*net.UDPConn{}}
+		flows: map[netip.AddrPort]*net.UDPConn{}, heldChanged: make(chan struct{}, 1)}
 	p.wg.Go(p.clientLoop)
 	return p, nil
 }
@@ -236,6 +237,14 @@ func (p *Proxy) flow(client netip.AddrPort) (*net.UDPConn, error) {
 	return f, nil
 }
 
+// signalHeld leaves a token in heldChanged (one is enough: a waiter re-reads Held).
+func (p *Proxy) signalHeld() {
+	select {
+	case p.heldChanged <- struct{}{}:
+	default:
+	}
+}
+
 // impair decides a datagram's fate and sends its copies.
 func (p *Proxy) impair(b []byte, send func([]byte)) {
 	p.mu.Lock()
@@ -266,8 +275,10 @@ func (p *Proxy) impair(b []byte, send func([]byte)) {
 		c := append([]byte(nil), b...)
 		p.wg.Add(1)
 		p.held.Add(1)
+		p.signalHeld()
 		time.AfterFunc(delay, func() {
 			defer p.wg.Done()
+			defer p.signalHeld()
 			defer p.held.Add(-1)
 			if !p.closed.Load() {
 				send(c)

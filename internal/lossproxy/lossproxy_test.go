@@ -105,14 +105,16 @@ func TestHeld(t *testing.T) {
 		t.Fatalf("held %d before any datagram", p.Held())
 	}
 	client.Write([]byte("x"))
-	poll := func(what string, cond func() bool) {
+	guard := time.NewTimer(5 * time.Second) // bounds a broken build only
+	defer guard.Stop()
+	poll := func(what string, cond func() bool) { // waits for the proxy to signal a change
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
 		for !cond() {
-			if time.Now().After(deadline) {
+			select {
+			case <-p.heldChanged:
+			case <-guard.C:
 				t.Fatalf("timed out waiting for %s", what)
 			}
-			time.Sleep(time.Millisecond)
 		}
 	}
 	poll("the datagram to be held", func() bool { return p.Held() == 1 })
