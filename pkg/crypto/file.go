@@ -240,3 +240,19 @@ func shellQuote(s string) string {
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
+
+// ReadSecretFile reads a small secret file (at most 64 KiB) other than a key or PSK, such
+// as the NATS relay's credentials, and refuses it with an InsecureFileError when its group
+// or others may access it. what names the content in that error ("credentials"). Errors
+// name the file once; the caller should Wipe the content when done with it.
+func ReadSecretFile(path, what string) ([]byte, error) {
+	data, mode, err := readSmallFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s file %s: %w", what, path, err)
+	}
+	if err := checkSecretMode(path, mode, what); err != nil {
+		Wipe(data)
+		return nil, err
+	}
+	return data, nil
+}

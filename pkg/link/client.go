@@ -130,8 +130,9 @@ type Client struct {
 	carried  Traffic // the traffic of sessions no longer kept
 	attempts attemptTimes
 
-	refused atomic.Bool   // ICMP port unreachable for a datagram to the drone; the timer acts on it
-	wake    chan struct{} // wakes the timer for refused
+	refused    atomic.Bool   // ICMP port unreachable for a datagram to the drone; the timer acts on it
+	refusedErr atomic.Value  // error: the conn's description of the last report
+	wake       chan struct{} // wakes the timer for refused
 }
 
 // Dial sets up a session with the drone and logs in, retransmitting over a lossy link until
@@ -139,10 +140,12 @@ type Client struct {
 // password, ...), and with ErrNoListener when the drone's host answers the first handshake
 // with ICMP port unreachable.
 //
-// When cfg.Conn is a *UDPConn, on Linux, Dial sets IP_RECVERR (IPV6_RECVERR) on its socket
-// so that the kernel reports ICMP errors about the datagrams it sends; the socket stays
-// unconnected and takes the drone's answers from any source address (a multi-homed drone
-// may answer from another address than the one dialled).
+// When cfg.Conn is an UnreachableReporter, Dial asks it for reports of datagrams to the
+// drone that reached no listener. A *UDPConn on Linux sets IP_RECVERR (IPV6_RECVERR) on its
+// socket so that the kernel reports ICMP errors about the datagrams it sends; the socket
+// stays unconnected and takes the drone's answers from any source address (a multi-homed
+// drone may answer from another address than the one dialled). The NATS relay reports a
+// drone id that nobody serves.
 func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -152,9 +155,9 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if u, ok := cfg.Conn.(*UDPConn); ok {
-		if err := u.watchUnreachable(cfg.Drone, c.noteUnreachable); err != nil {
-			cfg.Logger.Debug("cannot watch the socket for ICMP errors; an ICMP port unreachable will go unnoticed", "err", err)
+	if u, ok := cfg.Conn.(UnreachableReporter); ok {
+		if err := u.ReportUnreachable(cfg.Drone, c.noteUnreachable); err != nil {
+			cfg.Logger.Debug("cannot watch the socket for unreachable reports (ICMP errors); they will go unnoticed", "err", err)
 		}
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -352,10 +355,12 @@ func (c *Client) readLoop() {
 // msgPortUnreachable is logged when a running client hears ICMP port unreachable.
 const msgPortUnreachable = "the drone's port is unreachable (ICMP port unreachable): retrying"
 
-// noteUnreachable is the socket's report of an ICMP port unreachable for a datagram sent
-// to the drone's address (UDPConn.watchUnreachable). It comes from the reader or from a
-// writer, which holds c.mu: the timer goroutine acts on it, at once.
-func (c *Client) noteUnreachable() {
+// noteUnreachable is the socket's report that a datagram sent to the drone's address
+// reached no listener (UnreachableReporter: an ICMP port unreachable, a relay's "no
+// responders"). It comes from the reader or from a writer, which holds c.mu: the timer
+// goroutine acts on it, at once.
+func (c *Client) noteUnreachable(err error) {
+	c.refusedErr.Store(err)
 	c.refused.Store(true)
 	select {
 	case c.wake <- struct{}{}:
@@ -369,7 +374,10 @@ func (c *Client) noteUnreachable() {
 // deadline. A client that has had a session keeps going: the drone's daemon may be
 // restarting, and the client reconnects as after any link loss.
 func (c *Client) portUnreachable() {
-	err := &noListenerError{c.cfg.Drone}
+	err, _ := c.refusedErr.Load().(error)
+	if err == nil {
+		err = &noListenerError{c.cfg.Drone}
+	}
 	c.mu.Lock()
 	first := c.current == nil && c.hs != nil && !c.failed && !c.closed
 	if first {

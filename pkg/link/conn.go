@@ -58,6 +58,33 @@ type BatchConn interface {
 	WriteBatch(msgs []Datagram) (n int, err error)
 }
 
+// ExtraConn is a further socket a Server serves on beside ServerConfig.Conn: the NATS relay
+// of package relay, which carries the same datagrams over a message broker. It owns a set
+// of peer addresses that no other socket of the Server produces (the relay's are synthetic
+// IPv6 unique-local addresses), so the Server answers each peer on the socket its datagrams
+// came in on: the first ExtraConn whose Owns claims the address, ServerConfig.Conn
+// otherwise. A session that roams from one socket to another is answered on the new one.
+type ExtraConn interface {
+	PacketConn
+	// Owns reports whether addr is one of the conn's peer addresses. It is called for
+	// every datagram sent, so it must be cheap and must not block.
+	Owns(addr netip.AddrPort) bool
+}
+
+// UnreachableReporter is a PacketConn that can learn that a datagram it sent reached no
+// listener: an ICMP port unreachable for a UDPConn (on Linux), a "no responders" answer
+// for the NATS relay. Dial and RequestDroneKey ask it to report such datagrams to the
+// drone's address, and fail at once with ErrNoListener before the first answer instead of
+// waiting for their deadline.
+type UnreachableReporter interface {
+	// ReportUnreachable arranges for report to be called each time the conn learns that a
+	// datagram it sent to peer reached no listener; err describes it (one line, naming
+	// where nobody listened) and satisfies errors.Is(err, ErrNoListener). report may be
+	// called from the conn's reader or writer goroutines and must not block. An error
+	// means the conn cannot watch, and nothing will be reported.
+	ReportUnreachable(peer netip.AddrPort, report func(err error)) error
+}
+
 // UDPConn adapts a *net.UDPConn to PacketConn and BatchConn without allocating per
 // datagram. On Linux its batches use recvmmsg(2) and sendmmsg(2).
 type UDPConn struct {
@@ -83,6 +110,15 @@ func ListenUDP(address string) (*UDPConn, error) {
 
 // NewUDPConn wraps an open UDP socket.
 func NewUDPConn(c *net.UDPConn) *UDPConn { return &UDPConn{conn: c, batch: newBatchIO(c)} }
+
+// ReportUnreachable implements UnreachableReporter. On Linux it sets IP_RECVERR
+// (IPV6_RECVERR) on the socket, which stays unconnected, and reports each ICMP port
+// unreachable for a datagram sent to peer (see watchUnreachable); elsewhere it reports
+// nothing.
+func (u *UDPConn) ReportUnreachable(peer netip.AddrPort, report func(err error)) error {
+	err := &noListenerError{peer}
+	return u.watchUnreachable(peer, func() { report(err) })
+}
 
 // ReadFrom implements PacketConn. IPv4-mapped IPv6 sources are unmapped so one host has
 // one address for rate limiting and roaming.

@@ -179,8 +179,9 @@ type KeyRequestConfig struct {
 // answered with a key of its own. Trust it only after its fingerprint was compared with
 // the drone's, obtained out of band.
 //
-// When cfg.Conn is a *UDPConn, on Linux, an ICMP port unreachable for a request ends it at
-// once with an error satisfying errors.Is(err, ErrNoListener). When ctx ends first, the
+// When cfg.Conn is an UnreachableReporter (a *UDPConn on Linux: ICMP port unreachable; the
+// NATS relay: no responders), a report that a request reached no listener ends it at once
+// with an error satisfying errors.Is(err, ErrNoListener). When ctx ends first, the
 // error wraps ctx.Err() and, if an answer was refused for its key, ErrBadAnswerKey too.
 func RequestDroneKey(ctx context.Context, cfg KeyRequestConfig) (*rsa.PublicKey, error) {
 	if cfg.Conn == nil || !cfg.Drone.IsValid() {
@@ -208,11 +209,11 @@ func RequestDroneKey(ctx context.Context, cfg KeyRequestConfig) (*rsa.PublicKey,
 	}
 	request := appendKeyRequest(make([]byte, 0, KeyRequestSize), &nonce, mac)
 
-	refused := make(chan struct{}, 1)
-	if u, ok := cfg.Conn.(*UDPConn); ok {
-		_ = u.watchUnreachable(cfg.Drone, func() { // without it, a dial to nothing runs to its deadline
+	refused := make(chan error, 1)
+	if u, ok := cfg.Conn.(UnreachableReporter); ok {
+		_ = u.ReportUnreachable(cfg.Drone, func(err error) { // without it, a dial to nothing runs to its deadline
 			select {
-			case refused <- struct{}{}:
+			case refused <- err:
 			default:
 			}
 		})
@@ -229,8 +230,8 @@ func RequestDroneKey(ctx context.Context, cfg KeyRequestConfig) (*rsa.PublicKey,
 		select {
 		case pub := <-kr.answer:
 			return pub, nil
-		case <-refused:
-			return nil, &noListenerError{cfg.Drone}
+		case err := <-refused:
+			return nil, err
 		case <-ctx.Done():
 			if last := kr.lastRefusal(); last != nil {
 				return nil, fmt.Errorf("%w (an answer was refused: %w)", ctx.Err(), last)

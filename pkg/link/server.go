@@ -38,6 +38,10 @@ type Authenticator interface {
 type ServerConfig struct {
 	// Conn is the socket; required. Run closes it when it returns.
 	Conn PacketConn
+	// Extra are further sockets served beside Conn, each by a reader of its own (the NATS
+	// relay): one set of sessions and limits across all of them, each peer answered on the
+	// socket that owns its address (see ExtraConn). Run closes them when it returns.
+	Extra []ExtraConn
 	// PSK is the fleet pre-shared key.
 	PSK crypto.PSK
 	// DroneKey is the drone's RSA key; required.
@@ -198,7 +202,8 @@ type Server struct {
 	*app.Server
 	up        app.ServerUpcalls
 	cfg       ServerConfig
-	responder *Responder // reader goroutine only
+	hsMu      sync.Mutex // serialises the readers' handshake work: the responder and its replay memory
+	responder *Responder // under hsMu
 	keyDER    []byte     // the drone key's PKIX DER, for key answers
 
 	handshakeLimit *ratelimit.Limiter[netip.Addr]   // per source address, before any RSA
@@ -283,8 +288,11 @@ func (s *Server) Run(ctx context.Context) error {
 	s.up.Start(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.timerLoop(ctx) })
-	readErr := make(chan error, 1)
-	wg.Go(func() { readErr <- s.readLoop() })
+	readErr := make(chan error, 1+len(s.cfg.Extra))
+	wg.Go(func() { readErr <- s.readLoop(s.cfg.Conn) })
+	for _, c := range s.cfg.Extra {
+		wg.Go(func() { readErr <- s.readLoop(c) })
+	}
 
 	var err error
 	select {
@@ -294,15 +302,19 @@ func (s *Server) Run(ctx context.Context) error {
 	cancel()
 	s.up.Shutdown(CloseShutdown)
 	s.cfg.Conn.Close()
+	for _, c := range s.cfg.Extra {
+		c.Close()
+	}
 	wg.Wait()
 	return err
 }
 
-// readLoop is the only reader of the socket.
-func (s *Server) readLoop() error {
+// readLoop is the only reader of conn. With Extra sockets, several run at once: the data
+// path is safe for that (sessions lock what they share), and the handshake path takes hsMu.
+func (s *Server) readLoop(conn PacketConn) error {
 	var scratch receiveScratch
 	scratch.out = make([]byte, 0, MaxDatagramSize)
-	return readDatagrams(s.cfg.Conn, s.cfg.Now, func(pkt []byte, from netip.AddrPort, now time.Time) {
+	return readDatagrams(conn, s.cfg.Now, func(pkt []byte, from netip.AddrPort, now time.Time) {
 		s.handleDatagram(pkt, from, now, &scratch)
 	})
 }
@@ -329,10 +341,14 @@ func (s *Server) handleDatagram(pkt []byte, from netip.AddrPort, now time.Time, 
 		s.handleData(pkt, from, now)
 	case TypeInitiation:
 		s.cfg.Hooks.PacketReceived(KindInitiation, len(pkt))
+		s.hsMu.Lock()
 		s.handleInitiation(pkt, from, sc.out[:0], &sc.init)
+		s.hsMu.Unlock()
 	case TypeKeyRequest:
 		s.cfg.Hooks.PacketReceived(KindKeyRequest, len(pkt))
+		s.hsMu.Lock()
 		s.handleKeyRequest(pkt, from, now, sc.out[:0])
+		s.hsMu.Unlock()
 	default:
 		s.cfg.Hooks.PacketReceived(KindData, len(pkt))
 		s.drop(DropUnexpected)
@@ -783,17 +799,46 @@ func (s *Server) SendBatch(peers []app.Peer, msgs [][]byte, kind PacketKind) int
 	return sent
 }
 
-// sendBatch writes msgs, skipping (and warning about) any the socket refuses, and returns
-// how many went out.
+// connFor is the socket that answers addr: the Extra conn that owns it, Conn otherwise.
+func (s *Server) connFor(addr netip.AddrPort) PacketConn {
+	for _, c := range s.cfg.Extra {
+		if c.Owns(addr) {
+			return c
+		}
+	}
+	return s.cfg.Conn
+}
+
+// sendBatch writes msgs, each on the socket of its address, skipping (and warning about)
+// any a socket refuses, and returns how many went out.
 func (s *Server) sendBatch(msgs []Datagram, kind PacketKind) int {
-	bc, batched := s.cfg.Conn.(BatchConn)
+	if len(s.cfg.Extra) == 0 {
+		return s.sendBatchOn(s.cfg.Conn, msgs, kind)
+	}
+	sent := 0
+	for len(msgs) > 0 { // runs of datagrams for one socket, in order
+		conn := s.connFor(msgs[0].Addr)
+		n := 1
+		for n < len(msgs) && s.connFor(msgs[n].Addr) == conn {
+			n++
+		}
+		sent += s.sendBatchOn(conn, msgs[:n], kind)
+		msgs = msgs[n:]
+	}
+	return sent
+}
+
+// sendBatchOn writes msgs on conn, skipping (and warning about) any it refuses, and
+// returns how many went out.
+func (s *Server) sendBatchOn(conn PacketConn, msgs []Datagram, kind PacketKind) int {
+	bc, batched := conn.(BatchConn)
 	sent := 0
 	for len(msgs) > 0 {
 		n := 0
 		var err error
 		if batched {
 			n, err = bc.WriteBatch(msgs)
-		} else if err = s.cfg.Conn.WriteTo(msgs[0].Buf, msgs[0].Addr); err == nil {
+		} else if err = conn.WriteTo(msgs[0].Buf, msgs[0].Addr); err == nil {
 			n = 1
 		}
 		if n == 0 && err == nil {
@@ -823,9 +868,9 @@ func (s *Server) sealAndSend(ss *serverSession, plaintext []byte, kind PacketKin
 	return s.send(pkt, ss.Peer(), kind)
 }
 
-// send writes one datagram.
+// send writes one datagram, on the socket of its address.
 func (s *Server) send(pkt []byte, to netip.AddrPort, kind PacketKind) bool {
-	if err := s.cfg.Conn.WriteTo(pkt, to); err != nil {
+	if err := s.connFor(to).WriteTo(pkt, to); err != nil {
 		s.warn.Warn("send failed", "to", to, "err", err)
 		return false
 	}
@@ -879,5 +924,5 @@ func (s *Server) expireLocked(now time.Time) {
 	}
 }
 
-// LocalAddr is the server's socket address.
+// LocalAddr is the address of the server's socket, Conn.
 func (s *Server) LocalAddr() netip.AddrPort { return s.cfg.Conn.LocalAddr() }
