@@ -273,8 +273,18 @@ func startDrone(t *testing.T, f *fleet, extra ...string) *drone {
 func startDroneCmd(t *testing.T, f *fleet, argv []string, extra ...string) *drone {
 	t.Helper()
 	d := &drone{addr: freePort(t), tin: freePort(t), done: make(chan error, 1)}
-	args := append([]string{"--listen", d.addr, "--key", f.path("drone.key"), "--psk", f.path("psk"),
+	return launchDrone(t, d, argv, append([]string{"--listen", d.addr}, droneFlags(f, d, extra...)...))
+}
+
+// droneFlags are the daemon's flags for f and d (but --listen), then extra.
+func droneFlags(f *fleet, d *drone, extra ...string) []string {
+	return append([]string{"--key", f.path("drone.key"), "--psk", f.path("psk"),
 		"--users", f.path("users"), "--telemetry-in", d.tin, "--reload-interval", "200ms"}, extra...)
+}
+
+// launchDrone runs the daemon as argv with args for d and waits until it serves.
+func launchDrone(t *testing.T, d *drone, argv, args []string) *drone {
+	t.Helper()
 	d.cmd = exec.Command(argv[0], append(argv[1:len(argv):len(argv)], args...)...)
 	d.cmd.Stdout = lockedWriter{&d.mu, &d.stdout}
 	d.cmd.Stderr = lockedWriter{&d.mu, &d.stderr}

@@ -294,9 +294,15 @@ func newTunnelRig(t *testing.T, extra ...string) *tunnelRig {
 // where gcs sends (the drone or a proxy in front of it).
 func (r *tunnelRig) gcsFor(t *testing.T, user, drone string, extra ...string) (*mavPeer, *gcsTool) {
 	t.Helper()
+	return r.gcsVia(t, user, []string{"--drone", drone}, extra...)
+}
+
+// gcsVia is gcsFor with the flags that say how to reach the drone (--drone, or the relay's).
+func (r *tunnelRig) gcsVia(t *testing.T, user string, reach []string, extra ...string) (*mavPeer, *gcsTool) {
+	t.Helper()
 	station := startPeer(t, "ground station of "+user, "--role", "gcs", "--bind", "127.0.0.1:0")
-	args := append([]string{"--drone", drone, "--drone-pub", r.f.path("drone.key.pub"), "--key", r.f.path(user + ".key"),
-		"--psk", r.f.path("psk"), "--user", user, "--password-file", r.f.path(user + ".pw"), "--to", station.addr}, extra...)
+	args := append(append(reach[:len(reach):len(reach)], "--drone-pub", r.f.path("drone.key.pub"), "--key", r.f.path(user+".key"),
+		"--psk", r.f.path("psk"), "--user", user, "--password-file", r.f.path(user+".pw"), "--to", station.addr), extra...)
 	g := startGCS(t, args...)
 	// A ground station that listens learns where the tunnel is from the first frame it gets,
 	// as QGroundControl does from the autopilot's heartbeat.

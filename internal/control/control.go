@@ -72,8 +72,24 @@ type Status struct {
 	// Started is when the program started; Now when this answer was made.
 	Started time.Time `json:"started"`
 	Now     time.Time `json:"now"`
+	// Relay is the NATS relay's state, when the daemon serves operators through one.
+	Relay *Relay `json:"relay,omitempty"`
 	// Sessions are the daemon's operator sessions, or gcs's one link to the drone.
 	Sessions []Session `json:"sessions"`
+}
+
+// Relay is the state of a NATS relay connection (dronelinkd --relay).
+type Relay struct {
+	// Servers are the configured server URLs; DroneID the drone's id on the relay.
+	Servers string `json:"servers"`
+	DroneID string `json:"drone_id"`
+	// Connected says whether a server is connected now; Server is that server (a
+	// redacted URL), or the last one, and ServerName its name in the cluster.
+	Connected  bool   `json:"connected"`
+	Server     string `json:"server,omitempty"`
+	ServerName string `json:"server_name,omitempty"`
+	// Reconnects counts reconnections after a lost connection.
+	Reconnects uint64 `json:"reconnects"`
 }
 
 // Session states besides the link package's "handshake" and "active".
@@ -94,7 +110,8 @@ type Session struct {
 	Key string `json:"key,omitempty"`
 	// Identity is the DTLS PSK identity (daemon, dtls transport).
 	Identity string `json:"identity,omitempty"`
-	// Peer is the other end's address: the operator's, or the drone's.
+	// Peer is the other end's address: the operator's, or the drone's; "relay:SUBJECT"
+	// (daemon) or "relay:DRONE-ID" (gcs) through the NATS relay.
 	Peer string `json:"peer"`
 	// State is "handshake", "active", "up" or "lost".
 	State string `json:"state,omitempty"`

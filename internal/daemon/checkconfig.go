@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"syscall"
+
+	"github.com/dronelink/dronelink/pkg/relay"
 )
 
 // checkAddresses binds, for --check-config, every address the daemon would bind: the
@@ -79,3 +81,25 @@ func (e *bindError) Error() string {
 }
 
 func (e *bindError) Unwrap() error { return e.err }
+
+// checkRelay is --check-config's check of --relay: it connects to the relay and subscribes
+// to the drone's uplink subject as the daemon would, then disconnects. Credentials or
+// permissions the relay refuses are an error; a relay that cannot be reached now is only
+// reported, since the running daemon keeps trying (the LTE link may come up later).
+func (c *Config) checkRelay(out io.Writer, creds *relay.Creds) error {
+	if c.Relay == "" {
+		return nil
+	}
+	conn, err := relay.Listen(relay.Config{URLs: c.relayURLs, DroneID: c.DroneID, Creds: creds})
+	switch {
+	case errors.Is(err, relay.ErrCredentials), errors.Is(err, relay.ErrPermission):
+		return err
+	case err != nil:
+		fmt.Fprintf(out, "relay not reachable now (%v); dronelinkd keeps trying while it runs\n", err)
+		return nil
+	}
+	st := conn.State()
+	conn.Close()
+	fmt.Fprintf(out, "relay ok: %s accepts the credentials (%s) and drone id %s\n", st.Server, creds.Method(), c.DroneID)
+	return nil
+}

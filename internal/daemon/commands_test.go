@@ -57,9 +57,9 @@ func TestHelpIsConventional(t *testing.T) {
 	for _, want := range []string{
 		"  dronelinkd [command]",
 		"  version     Print the version of dronelinkd",
-		"      --check-config               check the configuration, the files it names and that every address it would bind is free (--listen, --telemetry-in, --mavlink-listen, --metrics), then exit",
+		"      --check-config               check the configuration, the files it names and that every address it would bind is free (--listen, --telemetry-in, --mavlink-listen, --metrics), and that the relay (--relay) takes the credentials and drone id, then exit",
 		"  -h, --help                       help for dronelinkd",
-		`      --listen HOST:PORT           UDP HOST:PORT to serve operators on (default "0.0.0.0:5000")`,
+		`      --listen HOST:PORT           UDP HOST:PORT to serve operators on (with --relay: only when given) (default "0.0.0.0:5000")`,
 		"  -v, --version                    version for dronelinkd",
 	} {
 		if !slices.Contains(lines, want) {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/spf13/pflag"
+
+	"github.com/dronelink/dronelink/pkg/relay"
 )
 
 // DefaultListen is where the daemon listens unless told otherwise: every interface, UDP
@@ -31,6 +33,9 @@ const MaxLoginWorkers = 16
 type Config struct {
 	Transport      string
 	Listen         string
+	Relay          string
+	DroneID        string
+	RelayCreds     string
 	KeyPath        string
 	PSKPath        string
 	UsersPath      string
@@ -55,6 +60,11 @@ type Config struct {
 	// fromFile holds the settings (flag names) whose value came from the config file, so
 	// that an error about one names the file and the key instead of a flag.
 	fromFile map[string]bool
+	// listenGiven: --listen was given (flag or file). With --relay, the daemon opens a UDP
+	// socket only then: a drone on LTE has no use for one.
+	listenGiven bool
+	// relayURLs are --relay's URLs, parsed by validate.
+	relayURLs []string
 }
 
 // configError is a bad setting. One that came from the config file is a configuration
@@ -98,7 +108,10 @@ func fileError(format string, args ...any) error {
 // bindFlags declares every flag on fs, writing into c.
 func (c *Config) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Transport, "transport", TransportNative, "link protocol `native|dtls`: native is the dronelink protocol, dtls is DTLS 1.2 with the fleet PSK (for OpenSSL or mbedTLS peers; needs no --key)")
-	fs.StringVar(&c.Listen, "listen", DefaultListen, "UDP `HOST:PORT` to serve operators on")
+	fs.StringVar(&c.Listen, "listen", DefaultListen, "UDP `HOST:PORT` to serve operators on (with --relay: only when given)")
+	fs.StringVar(&c.Relay, "relay", "", "also serve operators through the NATS relay at `URL[,URL...]` (nats://HOST:PORT or tls://HOST:PORT; the servers of a cluster), connecting out: for a drone no operator can reach over UDP (LTE behind carrier-grade NAT); needs --drone-id")
+	fs.StringVar(&c.DroneID, "drone-id", "", "with --relay: this drone's `NAME` on the relay (letters, digits, - and _), which operators give as --drone-id")
+	fs.StringVar(&c.RelayCreds, "relay-creds", "", "with --relay: NATS credentials file `PATH` (TOML, mode 0600: nkey_seed, user and password, or token)")
 	fs.StringVar(&c.KeyPath, "key", "", "drone private key `PATH` (PEM, PKCS#8, mode 0600: refused if group or others can access it; not used with --transport dtls)")
 	fs.StringVar(&c.PSKPath, "psk", "", "fleet pre-shared key `PATH` (64 hex digits, mode 0600: refused if group or others can access it)")
 	fs.StringVar(&c.UsersPath, "users", "", "user database `PATH` (reloaded on SIGHUP and when it changes)")
@@ -117,7 +130,7 @@ func (c *Config) bindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxSessions, "max-sessions", 0, "most concurrent sessions (0: 1024)")
 	fs.IntVar(&c.LoginWorkers, "login-workers", DefaultLoginWorkers, "password checks (argon2id) run at once, `N` from 1 to 16; each takes the memory its hash was made with (64 MiB by default), so the daemon's resident memory peaks near 13 MB + N x that; more logins wait in a queue of 16")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", time.Second, "how often to look for changes of the user database")
-	fs.BoolVar(&c.CheckConfig, "check-config", false, "check the configuration, the files it names and that every address it would bind is free (--listen, --telemetry-in, --mavlink-listen, --metrics), then exit")
+	fs.BoolVar(&c.CheckConfig, "check-config", false, "check the configuration, the files it names and that every address it would bind is free (--listen, --telemetry-in, --mavlink-listen, --metrics), and that the relay (--relay) takes the credentials and drone id, then exit")
 	fs.StringVar(&c.ConfigPath, "config", "", "TOML config `PATH`; its keys are the flag names, flags win")
 }
 
@@ -229,7 +242,7 @@ func (c *Config) validate() error {
 	for _, a := range []struct {
 		name, value string
 		optional    bool
-	}{{"listen", c.Listen, false}, {"forward", c.Forward, true}, {"telemetry-in", c.TelemetryIn, true}, {"metrics", c.Metrics, true},
+	}{{"listen", c.Listen, c.Relay != ""}, {"forward", c.Forward, true}, {"telemetry-in", c.TelemetryIn, true}, {"metrics", c.Metrics, true},
 		{"mavlink-listen", c.MavlinkListen, true}, {"mavlink-to", c.MavlinkTo, true}} {
 		if a.value == "" && a.optional {
 			continue
@@ -239,6 +252,32 @@ func (c *Config) validate() error {
 				return c.invalid(a.name, "address", strconv.Quote(a.value), "want HOST:PORT")
 			}
 			// Host names are resolved when the socket opens.
+		}
+	}
+	if c.Relay == "" {
+		for _, name := range []string{"drone-id", "relay-creds"} {
+			if (name == "drone-id" && c.DroneID != "") || (name == "relay-creds" && c.RelayCreds != "") {
+				return &configError{msg: fmt.Sprintf("%s needs --relay URL", c.setting(name)), inFile: c.fromFile[name]}
+			}
+		}
+	} else {
+		urls, err := relay.ParseURLs(c.Relay)
+		if err != nil {
+			return c.invalid("relay", "value", strconv.Quote(c.Relay), err.Error())
+		}
+		c.relayURLs = urls
+		if c.DroneID == "" {
+			return &configError{msg: fmt.Sprintf("%s needs --drone-id NAME (this drone's id on the relay)", c.setting("relay")), inFile: c.fromFile["relay"]}
+		}
+		if err := relay.CheckToken("drone id", c.DroneID); err != nil {
+			return c.invalid("drone-id", "value", strconv.Quote(c.DroneID), "want 1 to 64 letters, digits, - and _")
+		}
+		if c.Transport != TransportNative {
+			return &configError{msg: fmt.Sprintf("%s carries the native protocol only: it cannot be used with --transport %s", c.setting("relay"), c.Transport),
+				inFile: c.fromFile["relay"] || c.fromFile["transport"]}
+		}
+		if !c.listenGiven {
+			c.Listen = ""
 		}
 	}
 	if c.MavlinkListen != "" && c.MavlinkTo != "" {

@@ -86,10 +86,27 @@ func (d *daemon) status() control.Status {
 		Started:   d.started,
 		Now:       time.Now(),
 	}
+	if d.cfg.Listen == "" {
+		st.Listen = ""
+	}
+	if d.relay != nil {
+		rs := d.relay.State()
+		st.Relay = &control.Relay{Servers: d.cfg.Relay, DroneID: d.cfg.DroneID, Connected: rs.Connected,
+			Server: rs.Server, ServerName: rs.ServerName, Reconnects: rs.Reconnects}
+	}
 	switch srv := d.server.(type) {
 	case *link.Server:
 		for _, s := range srv.SessionStatus() {
-			st.Sessions = append(st.Sessions, nativeSession(s))
+			sess := nativeSession(s)
+			if d.relay != nil && d.relay.Owns(s.Peer) {
+				// Its synthetic address means nothing to a reader; its downlink subject
+				// names the operator's NATS user.
+				sess.Peer = "relay"
+				if subject, ok := d.relay.Subject(s.Peer); ok {
+					sess.Peer = "relay:" + subject
+				}
+			}
+			st.Sessions = append(st.Sessions, sess)
 		}
 	case sessionLister:
 		for _, s := range srv.Sessions() {

@@ -32,6 +32,7 @@ import (
 	"github.com/dronelink/dronelink/pkg/crypto"
 	"github.com/dronelink/dronelink/pkg/dtlslink"
 	"github.com/dronelink/dronelink/pkg/link"
+	"github.com/dronelink/dronelink/pkg/relay"
 	"github.com/dronelink/dronelink/pkg/tunnel"
 	"github.com/dronelink/dronelink/pkg/userdb"
 )
@@ -90,6 +91,7 @@ error, 2 usage error.`,
 					return err
 				}
 			}
+			cfg.listenGiven = cmd.Flags().Changed("listen") || cfg.fromFile["listen"]
 			if err := cfg.validate(); err != nil {
 				// A bad flag is a usage error (2); a bad value in the config file is not.
 				usageErr = isUsageError(err)
@@ -128,8 +130,17 @@ type daemon struct {
 	server linkServer
 	fwd    *forwarder // nil without --forward
 
-	started time.Time // for the control socket's status
-	keyName string    // the drone key's fingerprint (native)
+	started time.Time        // for the control socket's status
+	keyName string           // the drone key's fingerprint (native)
+	relay   *relay.DroneConn // nil without --relay
+}
+
+// listenAddr is the operators' UDP address, or "none" when the drone serves only the relay.
+func (d *daemon) listenAddr() string {
+	if d.cfg.Listen == "" {
+		return "none"
+	}
+	return d.server.LocalAddr().String()
 }
 
 // tunnelOn says whether the MAVLink tunnel is configured.
@@ -186,11 +197,20 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	if err := crypto.InsecurePermissions(cfg.UsersPath); err != nil {
 		d.log.Warn("insecure file permissions", "problem", err.Error())
 	}
+	var relayCreds *relay.Creds
+	if cfg.Relay != "" && cfg.RelayCreds != "" {
+		if relayCreds, err = relay.LoadCreds(cfg.RelayCreds); err != nil {
+			return cfg.from("relay-creds", err)
+		}
+	}
 	if cfg.CheckConfig {
 		if err := cfg.checkAddresses(); err != nil {
 			return err
 		}
 		if err := cfg.checkControl(); err != nil {
+			return err
+		}
+		if err := cfg.checkRelay(stdout, relayCreds); err != nil {
 			return err
 		}
 		if dtlsMode {
@@ -201,9 +221,22 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		return nil
 	}
 
-	conn, err := listenUDP(cfg.Listen)
-	if err != nil {
-		return &bindError{setting: cfg.setting("listen"), network: "udp", addr: cfg.Listen, err: err}
+	// The sockets: the operators' UDP socket (--listen) and the relay (--relay), at least
+	// one of them (validate).
+	var conn *net.UDPConn
+	var relayConn *relay.DroneConn
+	closeSockets := func() {
+		if conn != nil {
+			conn.Close()
+		}
+		if relayConn != nil {
+			relayConn.Close()
+		}
+	}
+	if cfg.Listen != "" {
+		if conn, err = listenUDP(cfg.Listen); err != nil {
+			return &bindError{setting: cfg.setting("listen"), network: "udp", addr: cfg.Listen, err: err}
+		}
 	}
 	var telemetryConn *net.UDPConn
 	if cfg.TelemetryIn != "" {
@@ -212,7 +245,7 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 			telemetryConn, err = net.ListenUDP("udp", addr)
 		}
 		if err != nil {
-			conn.Close()
+			closeSockets()
 			return &bindError{setting: cfg.setting("telemetry-in"), network: "udp", addr: cfg.TelemetryIn, err: err}
 		}
 		defer telemetryConn.Close()
@@ -220,7 +253,7 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	if cfg.Forward != "" {
 		d.fwd, err = newForwarder(cfg.Forward, cfg.ForwardWait, d.lateRefusal)
 		if err != nil {
-			conn.Close()
+			closeSockets()
 			return fmt.Errorf("cannot forward to %s: %w", cfg.Forward, unwrapSyscall(err))
 		}
 		defer d.fwd.Close()
@@ -230,7 +263,7 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	var tunnelConn *net.UDPConn
 	if cfg.tunnelOn() {
 		if tunnelConn, tun, err = d.openTunnel(); err != nil {
-			conn.Close()
+			closeSockets()
 			return err
 		}
 		defer tunnelConn.Close()
@@ -243,12 +276,26 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	var hooks link.Hooks
 	var metricsSrv *metricsServer
 	if cfg.Metrics != "" {
-		metricsSrv, err = startMetrics(cfg.Metrics, cfg.Transport, d.log)
+		metricsSrv, err = startMetrics(cfg.Metrics, cfg.Transport, cfg.Relay != "", d.log)
 		if err != nil {
-			conn.Close()
+			closeSockets()
 			return err
 		}
 		hooks = metricsSrv.hooks
+	}
+	if cfg.Relay != "" {
+		// Refused credentials or permissions fail here; an unreachable relay does not: the
+		// drone serves --listen meanwhile and connects when the relay can be reached.
+		relayConn, err = relay.Listen(relay.Config{URLs: cfg.relayURLs, DroneID: cfg.DroneID, Creds: relayCreds,
+			Logger: d.log.With("component", "relay"), Hooks: relayHooks(metricsSrv), KeepTrying: true})
+		if err != nil {
+			closeSockets()
+			if metricsSrv != nil {
+				metricsSrv.listener.Close()
+			}
+			return err
+		}
+		d.relay = relayConn
 	}
 
 	mem := newLoginMemory(d.log)
@@ -267,8 +314,21 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 			MaxFrameAge:  cfg.MavlinkMaxAge,
 		})
 	} else {
+		// One server, one table of sessions, over both sockets: each operator is answered
+		// on the socket it came in on (link.ExtraConn).
+		var linkConn link.PacketConn
+		var extra []link.ExtraConn
+		switch {
+		case conn != nil && relayConn != nil:
+			linkConn, extra = link.NewUDPConn(conn), []link.ExtraConn{relayConn}
+		case conn != nil:
+			linkConn = link.NewUDPConn(conn)
+		default:
+			linkConn = relayConn
+		}
 		d.server, err = link.NewServer(link.ServerConfig{
-			Conn:         link.NewUDPConn(conn),
+			Conn:         linkConn,
+			Extra:        extra,
 			PSK:          psk,
 			DroneKey:     link.NewDroneKey(key),
 			Auth:         authenticator{&d.users, mem},
@@ -287,7 +347,7 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		controlLn, err = d.openControl()
 	}
 	if err != nil {
-		conn.Close()
+		closeSockets()
 		if metricsSrv != nil {
 			metricsSrv.listener.Close()
 		}
@@ -320,7 +380,10 @@ func run(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	}
 	d.serveControl(ctx, &wg, controlLn)
 
-	started := []any{"version", buildinfo.Version(), "transport", cfg.Transport, "listen", d.server.LocalAddr().String()}
+	started := []any{"version", buildinfo.Version(), "transport", cfg.Transport, "listen", d.listenAddr()}
+	if cfg.Relay != "" {
+		started = append(started, "relay", cfg.Relay, "drone_id", cfg.DroneID)
+	}
 	if key != nil {
 		started = append(started, "drone_key", crypto.Fingerprint(&key.PublicKey))
 	}

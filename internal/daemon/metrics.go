@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dronelink/dronelink/pkg/metrics"
+	"github.com/dronelink/dronelink/pkg/relay"
 	"github.com/dronelink/dronelink/pkg/tunnel"
 )
 
@@ -39,6 +40,7 @@ type metricsServer struct {
 	listener net.Listener
 	hooks    *metrics.Link
 	tunnel   *metrics.Tunnel
+	relay    *metrics.Relay // nil without --relay
 }
 
 // tunnelHooks is the tunnel's metrics, or none without --metrics.
@@ -49,9 +51,10 @@ func tunnelHooks(m *metricsServer) tunnel.Hooks {
 	return m.tunnel
 }
 
-// startMetrics registers the link, Go and process collectors on a registry of their own
-// and listens on addr. The HTTP server is started by serve.
-func startMetrics(addr, transport string, log *slog.Logger) (*metricsServer, error) {
+// startMetrics registers the link, Go and process collectors (and the relay's, with
+// relayOn) on a registry of their own and listens on addr. The HTTP server is started by
+// serve.
+func startMetrics(addr, transport string, relayOn bool, log *slog.Logger) (*metricsServer, error) {
 	addr, loopback, err := metricsAddress(addr)
 	if err != nil {
 		return nil, err
@@ -65,6 +68,12 @@ func startMetrics(addr, transport string, log *slog.Logger) (*metricsServer, err
 	tun, err := metrics.NewTunnel(reg, metrics.RoleDrone)
 	if err != nil {
 		return nil, err
+	}
+	var relayHooks *metrics.Relay
+	if relayOn {
+		if relayHooks, err = metrics.NewRelay(reg, metrics.RoleDrone); err != nil {
+			return nil, err
+		}
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -81,7 +90,16 @@ func startMetrics(addr, transport string, log *slog.Logger) (*metricsServer, err
 		listener: ln,
 		hooks:    hooks,
 		tunnel:   tun,
+		relay:    relayHooks,
 	}, nil
+}
+
+// relayHooks is the relay's metrics, or none without --metrics.
+func relayHooks(m *metricsServer) relay.Hooks {
+	if m == nil || m.relay == nil {
+		return relay.NopHooks{}
+	}
+	return m.relay
 }
 
 // serve answers scrapes until ctx ends.

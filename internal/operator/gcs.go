@@ -24,7 +24,7 @@ func (a *app) newGCSCmd() *cobra.Command {
 	var to, listen, controlPath string
 	var maxAge time.Duration
 	cmd := &cobra.Command{
-		Use:   "gcs [--transport native|dtls] --drone HOST:PORT --drone-pub PATH --key PATH --psk PATH --user NAME --password-file PATH [--to HOST:PORT | --listen HOST:PORT]",
+		Use:   "gcs [--transport native|dtls] {--drone HOST:PORT|NAME | --relay URL --drone-id NAME} --drone-pub PATH --key PATH --psk PATH --user NAME --password-file PATH [--to HOST:PORT | --listen HOST:PORT]",
 		Short: "Tunnel MAVLink between a ground control station and the drone's autopilot",
 		Long: `Log in to a drone and carry MAVLink between a ground control station here
 (QGroundControl, Mission Planner, MAVProxy) and the autopilot on the drone (dronelinkd
@@ -46,6 +46,8 @@ or key revoked: exit 6). The first login must succeed within --timeout; after th
 link, a rekey or a restart of the drone's daemon is reconnected on its own while the ground
 station's socket stays open.
 Standard error says when the link is up, lost and back.
+
+` + relayHelp + `
 
 ` + transportHelp + `
 

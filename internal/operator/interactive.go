@@ -78,7 +78,7 @@ func promptFor(s *linkSetup) string {
 	if s.profileName != "" {
 		return s.profileName + "> "
 	}
-	return s.drone.String() + "> "
+	return s.peerName() + "> "
 }
 
 // readTerminal hands what the terminal sends to in, as it comes, until it fails. It

@@ -13,12 +13,14 @@ func (a *app) newListenCmd() *cobra.Command {
 	var f linkFlags
 	var count int
 	cmd := &cobra.Command{
-		Use:   "listen [--transport native|dtls] --drone HOST:PORT --drone-pub PATH --key PATH --psk PATH --user NAME --password-file PATH [--count N]",
+		Use:   "listen [--transport native|dtls] {--drone HOST:PORT|NAME | --relay URL --drone-id NAME} --drone-pub PATH --key PATH --psk PATH --user NAME --password-file PATH [--count N]",
 		Short: "Log in to a drone and print its telemetry",
 		Long: `Log in to a drone (any role) and print each telemetry payload as one line (text with
 control characters escaped, or "hex:..." for binary payloads), until N payloads arrived
 (exit 0), until interrupted (exit 0), or until the drone closes the session (exit 6).
 A lost link is re-established automatically.
+
+` + relayHelp + `
 
 ` + transportHelp + `
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dronelink/dronelink/pkg/crypto"
 	"github.com/dronelink/dronelink/pkg/link"
+	"github.com/dronelink/dronelink/pkg/relay"
 )
 
 // fingerprintFormsHelp explains the two fingerprint forms, in the --help texts of pin and
@@ -39,7 +40,7 @@ SSH wire encoding, dronelink its PKIX encoding.`
 func (a *app) newPinCmd() *cobra.Command {
 	var f pinFlags
 	cmd := &cobra.Command{
-		Use:   "pin --drone HOST:PORT|NAME --psk PATH --out PATH [--expect FINGERPRINT] [--timeout 15s]",
+		Use:   "pin {--drone HOST:PORT|NAME | --relay URL --drone-id NAME} --psk PATH --out PATH [--expect FINGERPRINT] [--timeout 15s]",
 		Short: "Fetch the drone's public key over the link and save it for --drone-pub once its fingerprint is checked",
 		Long: `Ask the drone at HOST:PORT for its public key over the link, print the key's
 fingerprint in both forms, and write the key to PATH (PKIX PEM, mode 0644, as keygen
@@ -82,16 +83,24 @@ native, wrong address or PSK), or interrupted.`,
 	fs.StringVar(&f.out, "out", "", "write the drone's public key to `PATH` (must not exist)")
 	fs.StringVar(&f.expect, "expect", "", "pin only a key with this `FINGERPRINT` (SHA256:... or the 50 digits); without it, ask on the terminal")
 	fs.DurationVar(&f.timeout, "timeout", 15*time.Second, "give up when no answer came within this `DURATION`")
-	requireFlags(cmd, "drone", "out")
+	f.relay.register(fs)
+	requireFlags(cmd, "out")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, _ []string) error {
-		// A drone named in the profile gives the address and the PSK; flags win.
-		p, err := a.droneProfile(f.drone)
-		if err != nil {
-			return err
+		// A drone named in the profile gives the address (or the relay) and the PSK;
+		// flags win.
+		if f.drone != "" {
+			p, err := a.droneProfile(f.drone)
+			if err != nil {
+				return err
+			}
+			if p != nil {
+				f.drone = p.Address()
+				p.Fill(cmd.Flags(), map[string]*string{"psk": &f.psk}, nil)
+				f.relay.fill(p, cmd.Flags(), nil)
+			}
 		}
-		if p != nil {
-			f.drone = p.Address()
-			p.Fill(cmd.Flags(), map[string]*string{"psk": &f.psk}, nil)
+		if f.drone == "" && !f.relay.used() {
+			return usagef(`required flag(s) "drone" not set (--drone HOST:PORT|NAME, or --relay URL with --drone-id NAME)`)
 		}
 		if f.psk == "" {
 			return usagef(`required flag(s) "psk" not set (give --psk, or a drone named in the profile with a psk)`)
@@ -104,6 +113,7 @@ native, wrong address or PSK), or interrupted.`,
 // pinFlags are pin's flags.
 type pinFlags struct {
 	drone, psk, out, expect string
+	relay                   relayFlags
 	timeout                 time.Duration
 }
 
@@ -129,8 +139,14 @@ func (a *app) pin(ctx context.Context, f *pinFlags) error {
 	} else if a.stdinTerminal < 0 {
 		return usagef("no --expect and standard input is not a terminal: nobody can confirm the fingerprint; give --expect FINGERPRINT (the drone's, from its administrator)")
 	}
-	drone, err := resolveDrone(f.drone)
+	relayCfg, err := f.relay.config(f.drone, func(name string) string { return "--" + name })
 	if err != nil {
+		return err
+	}
+	drone := relay.DroneAddr
+	if relayCfg != nil {
+		f.drone = relayName(relayCfg)
+	} else if drone, err = resolveDrone(f.drone); err != nil {
 		return err
 	}
 	if err := checkNewFile(f.out); err != nil {
@@ -142,7 +158,7 @@ func (a *app) pin(ctx context.Context, f *pinFlags) error {
 	}
 	defer crypto.Wipe(psk[:])
 
-	pub, err := a.fetchDroneKey(ctx, drone, f, psk)
+	pub, err := a.fetchDroneKey(ctx, drone, relayCfg, f, psk)
 	if err != nil {
 		return err
 	}
@@ -174,7 +190,7 @@ func checkNewFile(path string) error {
 }
 
 // fetchDroneKey asks the drone for its key until the timeout, showing progress.
-func (a *app) fetchDroneKey(ctx context.Context, drone netip.AddrPort, f *pinFlags, psk crypto.PSK) (*rsa.PublicKey, error) {
+func (a *app) fetchDroneKey(ctx context.Context, drone netip.AddrPort, relayCfg *relay.Config, f *pinFlags, psk crypto.PSK) (*rsa.PublicKey, error) {
 	ctx, stopSignals := a.signalContext(ctx)
 	defer stopSignals() // the prompt that may follow is left to the default Ctrl-C
 	deadline := time.Now().Add(f.timeout)
@@ -182,9 +198,9 @@ func (a *app) fetchDroneKey(ctx context.Context, drone netip.AddrPort, f *pinFla
 	defer cancel()
 	prog := a.newProgress(deadline)
 	defer prog.clear()
-	conn, err := link.ListenUDP(localAddressFor(drone))
+	conn, err := a.openConn(drone, relayCfg, f.timeout)
 	if err != nil {
-		return nil, localf("cannot open a UDP socket: %v", err)
+		return nil, err
 	}
 	pub, err := link.RequestDroneKey(ctx, link.KeyRequestConfig{Conn: conn, Drone: drone, PSK: psk,
 		OnAttempt: func(n int) { prog.showLeft("waiting for the drone at %s: key request attempt %d", f.drone, n) }})

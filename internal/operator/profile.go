@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/dronelink/dronelink/pkg/link"
+	"github.com/dronelink/dronelink/pkg/relay"
 )
 
 // The operator's profile: named drones, so that
@@ -37,6 +38,12 @@ import (
 //	drone-pub = "alpha.pub"
 //	timeout = "20s"
 //
+//	[drone.bravo]                  # on LTE: reached through the NATS relay
+//	relay = "nats://relay.example:4222"
+//	drone-id = "bravo"
+//	relay-creds = "alice.creds"
+//	drone-pub = "bravo.pub"
+//
 // Keys are the flag names (address for --drone's HOST:PORT); drone_pub and password_file
 // are accepted for drone-pub and password-file. Relative paths are relative to the file's
 // directory, and ~/ is the home directory. The file names files and holds no secret, so
@@ -44,10 +51,11 @@ import (
 // when given as flags. Flags given on the command line win over the profile.
 
 // profileKeys are the settings a drone's table may hold, by the flag they stand for.
-var profileKeys = []string{"address", "drone-pub", "key", "psk", "user", "password-file", "transport", "timeout"}
+var profileKeys = []string{"address", "drone-pub", "key", "psk", "user", "password-file", "transport", "timeout",
+	"relay", "drone-id", "relay-creds"}
 
 // profilePathKeys hold file paths.
-var profilePathKeys = map[string]bool{"drone-pub": true, "key": true, "psk": true, "password-file": true}
+var profilePathKeys = map[string]bool{"drone-pub": true, "key": true, "psk": true, "password-file": true, "relay-creds": true}
 
 // maxDroneName bounds a drone's name.
 const maxDroneName = 64
@@ -81,7 +89,7 @@ func (p *droneProfile) Where(key string) string {
 	return fmt.Sprintf("%s: drone %q: key %q", p.Path, p.Name, key)
 }
 
-// Address is the drone's HOST:PORT.
+// Address is the drone's HOST:PORT; "" for a drone reached through the relay (drone-id).
 func (p *droneProfile) Address() string { return p.Settings["address"] }
 
 // Fill sets each flag in targets (flag name -> variable) that the command line did not
@@ -222,8 +230,15 @@ func loadProfile(path string, warn func(format string, args ...any)) (map[string
 				settings[k] = v
 			}
 		}
-		if settings["address"] == "" {
-			return nil, localf("%s: key %q missing: want the drone's HOST:PORT", where, "address")
+		switch {
+		case settings["address"] != "" && settings["drone-id"] != "":
+			return nil, localf("%s: give %q (HOST:PORT) or %q (through the relay), not both", where, "address", "drone-id")
+		case settings["drone-id"] != "":
+			if settings["relay"] == "" {
+				return nil, localf("%s: key %q missing: a drone with a drone-id is reached through the relay (nats://HOST:PORT)", where, "relay")
+			}
+		case settings["address"] == "":
+			return nil, localf("%s: key %q missing: want the drone's HOST:PORT (or drone-id and relay, through the relay)", where, "address")
 		}
 		drones[name] = &droneProfile{Name: name, Path: path, Settings: settings}
 	}
@@ -257,7 +272,7 @@ func profileSettings(t map[string]any, dir, where string, drone bool) (map[strin
 		if _, dup := out[key]; dup {
 			return nil, localf("%s: given twice (as %s and %s)", at, key, strings.ReplaceAll(key, "-", "_"))
 		}
-		if key == "address" && !drone {
+		if (key == "address" || key == "drone-id") && !drone {
 			return nil, localf("%s: belongs in a [drone.NAME] table", at)
 		}
 		value, ok := t[raw].(string)
@@ -273,6 +288,14 @@ func profileSettings(t map[string]any, dir, where string, drone bool) (map[strin
 		case key == "address":
 			if _, err := splitHostPort(value); err != nil {
 				return nil, bad("want HOST:PORT")
+			}
+		case key == "relay":
+			if _, err := relay.ParseURLs(value); err != nil {
+				return nil, bad("want nats://HOST:PORT[,nats://HOST:PORT...]: " + err.Error())
+			}
+		case key == "drone-id":
+			if err := relay.CheckToken("drone id", value); err != nil {
+				return nil, bad(err.Error())
 			}
 		case key == "transport":
 			if value != transportNative && value != transportDTLS {
@@ -330,9 +353,12 @@ func sortedKeys[V any](m map[string]V) []string {
 // applyProfile resolves f.drone through the profile, filling the flags the command line
 // did not set, and then checks that the required ones are set. It runs first in prepare.
 func (a *app) applyProfile(f *linkFlags) error {
-	p, err := a.droneProfile(f.drone)
-	if err != nil {
-		return err
+	var p *droneProfile
+	if f.drone != "" {
+		var err error
+		if p, err = a.droneProfile(f.drone); err != nil {
+			return err
+		}
 	}
 	fs := f.cmd.Flags()
 	if p != nil {
@@ -340,6 +366,7 @@ func (a *app) applyProfile(f *linkFlags) error {
 		f.drone = p.Address()
 		p.Fill(fs, map[string]*string{"drone-pub": &f.dronePub, "key": &f.key, "psk": &f.psk, "user": &f.user,
 			"transport": &f.transport}, f.sources)
+		f.relay.fill(p, fs, f.sources)
 		if !fs.Changed("password-file") && !fs.Changed("password-stdin") {
 			p.Fill(fs, map[string]*string{"password-file": &f.password.file}, f.sources)
 		}
@@ -348,6 +375,9 @@ func (a *app) applyProfile(f *linkFlags) error {
 		}
 	}
 	var missing []string
+	if f.drone == "" && !f.relay.used() {
+		missing = append(missing, strconv.Quote("drone"))
+	}
 	for _, r := range []struct{ name, value string }{{"psk", f.psk}, {"user", f.user}} {
 		if r.value == "" {
 			missing = append(missing, strconv.Quote(r.name))
@@ -358,6 +388,9 @@ func (a *app) applyProfile(f *linkFlags) error {
 	}
 	if p != nil {
 		return usagef("required flag(s) %s not set (and not in %s for drone %q)", strings.Join(missing, ", "), p.Path, p.Name)
+	}
+	if missing[0] == `"drone"` {
+		return usagef("required flag(s) %s not set (--drone HOST:PORT|NAME, or --relay URL with --drone-id NAME)", strings.Join(missing, ", "))
 	}
 	return usagef("required flag(s) %s not set", strings.Join(missing, ", "))
 }
@@ -386,5 +419,11 @@ that gives its address and the other flags; flags on the command line win:
   address = "alpha.local:5000"
   drone-pub = "alpha.pub"
   # transport = "dtls"        # and timeout = "20s"
+
+  [drone.bravo]               # on LTE, through the NATS relay
+  relay = "nats://relay.example:4222"
+  drone-id = "bravo"
+  relay-creds = "alice.creds"
+  drone-pub = "bravo.pub"
 
   dronelink send --drone alpha take off`

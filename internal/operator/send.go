@@ -14,7 +14,7 @@ import (
 func (a *app) newSendCmd() *cobra.Command {
 	var f linkFlags
 	cmd := &cobra.Command{
-		Use:   "send [--transport native|dtls] --drone HOST:PORT|NAME --drone-pub PATH --key PATH --psk PATH --user NAME --password-file PATH [MESSAGE...]",
+		Use:   "send [--transport native|dtls] {--drone HOST:PORT|NAME | --relay URL --drone-id NAME} --drone-pub PATH --key PATH --psk PATH --user NAME --password-file PATH [MESSAGE...]",
 		Short: "Send commands to a drone and wait for their acknowledgements",
 		Long: `Send one command to a drone and print its acknowledgement as one line:
 
@@ -50,6 +50,8 @@ administrator sees.
 ` + sendManyHelp + `
 
 ` + profileHelp + `
+
+` + relayHelp + `
 
 ` + transportHelp + `
 

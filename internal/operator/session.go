@@ -18,6 +18,7 @@ import (
 	"github.com/dronelink/dronelink/pkg/crypto"
 	"github.com/dronelink/dronelink/pkg/dtlslink"
 	"github.com/dronelink/dronelink/pkg/link"
+	"github.com/dronelink/dronelink/pkg/relay"
 )
 
 // Transports.
@@ -38,6 +39,7 @@ not authorised" and "drone key mismatch" cannot occur.`
 type linkFlags struct {
 	transport, drone, dronePub, key, psk, user string
 	password                                   passwordFlags
+	relay                                      relayFlags
 	timeout                                    time.Duration
 	stats                                      bool // send --stats
 
@@ -51,19 +53,22 @@ func (f *linkFlags) register(cmd *cobra.Command, timeoutHelp string) {
 	fs := cmd.Flags()
 	fs.StringVar(&f.transport, "transport", transportNative, "link protocol `native|dtls`: native is the dronelink protocol, dtls is DTLS 1.2 with the fleet PSK")
 	fs.StringVar(&f.drone, "drone", "", "the drone's `HOST:PORT`, or the NAME of a drone in the profile (--config), which gives the other flags")
+	f.relay.register(fs)
 	fs.StringVar(&f.dronePub, "drone-pub", "", "the drone's pinned public key file `PATH` (not needed with --transport dtls)")
 	fs.StringVar(&f.key, "key", "", "your private key file `PATH`, mode 0600: refused if group or others can access it (not needed with --transport dtls)")
 	fs.StringVar(&f.psk, "psk", "", "the fleet PSK file `PATH`, mode 0600: refused if group or others can access it")
 	fs.StringVar(&f.user, "user", "", "log in as user `NAME`")
 	f.password.register(cmd)
 	fs.DurationVar(&f.timeout, "timeout", 15*time.Second, timeoutHelp)
-	requireFlags(cmd, "drone") // --psk and --user too, unless the profile gives them (applyProfile)
+	// --drone (or --relay with --drone-id), --psk and --user are required unless the
+	// profile gives them: applyProfile checks.
 }
 
 // linkSetup is everything needed to dial, loaded and checked.
 type linkSetup struct {
 	transport   string
 	drone       netip.AddrPort
+	relay       *relay.Config   // reach the drone through the NATS relay (drone is relay.DroneAddr)
 	droneName   string          // as given on the command line, for messages ("alpha (HOST:PORT)" for a profile's drone)
 	operatorKey *rsa.PrivateKey // native only
 	dronePublic *rsa.PublicKey  // native only
@@ -77,6 +82,15 @@ type linkSetup struct {
 	profileName string
 	// dronePubSource names where the pinned drone key's path came from, for messages.
 	dronePubSource string
+}
+
+// peerName is the drone's address as status displays show it: HOST:PORT, or
+// "relay:ID" for a drone reached through the relay.
+func (s *linkSetup) peerName() string {
+	if s.relay != nil {
+		return "relay:" + s.relay.DroneID
+	}
+	return s.drone.String()
 }
 
 // wipe clears the secrets the setup holds.
@@ -115,14 +129,22 @@ func (a *app) prepare(f *linkFlags) (*linkSetup, error) {
 	default:
 		return nil, usagef("--transport %q: want native or dtls", f.transport)
 	}
-	drone, err := resolveDrone(f.drone)
+	relayCfg, err := f.relay.config(f.drone, f.source)
 	if err != nil {
 		return nil, err
 	}
-	s := &linkSetup{transport: f.transport, drone: drone, droneName: f.drone, user: f.user, timeout: f.timeout,
-		stats: f.stats, dronePubSource: f.source("drone-pub")}
+	s := &linkSetup{transport: f.transport, droneName: f.drone, user: f.user, timeout: f.timeout,
+		stats: f.stats, dronePubSource: f.source("drone-pub"), relay: relayCfg}
+	if relayCfg != nil {
+		if f.transport != transportNative {
+			return nil, usagef("--relay carries the native protocol only: it cannot be used with --transport %s", f.transport)
+		}
+		s.drone, s.droneName = relay.DroneAddr, relayName(relayCfg)
+	} else if s.drone, err = resolveDrone(f.drone); err != nil {
+		return nil, err
+	}
 	if f.profile != nil {
-		s.droneName, s.profileName = fmt.Sprintf("%s (%s)", f.profile.Name, f.drone), f.profile.Name
+		s.droneName, s.profileName = fmt.Sprintf("%s (%s)", f.profile.Name, s.droneName), f.profile.Name
 	}
 	if f.transport == transportNative {
 		if s.dronePublic, err = loadPublicKey(f.dronePub, f.source("drone-pub")); err != nil {
@@ -157,6 +179,18 @@ func resolveDrone(s string) (netip.AddrPort, error) {
 	}
 	ap := ua.AddrPort()
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// openConn opens the socket towards the drone: a UDP socket, or the relay's connection.
+func (a *app) openConn(drone netip.AddrPort, relayCfg *relay.Config, timeout time.Duration) (link.PacketConn, error) {
+	if relayCfg != nil {
+		return a.dialRelay(*relayCfg, timeout)
+	}
+	conn, err := link.ListenUDP(localAddressFor(drone))
+	if err != nil {
+		return nil, localf("cannot open a UDP socket: %v", err)
+	}
+	return conn, nil
 }
 
 // localAddressFor is the wildcard address of the drone's address family.
@@ -238,9 +272,9 @@ func (a *app) dial(ctx context.Context, s *linkSetup, prog *progress, o dialOpti
 	if s.transport == transportDTLS {
 		return a.dialDTLS(ctx, s, prog, o)
 	}
-	conn, err := link.ListenUDP(localAddressFor(s.drone))
+	conn, err := a.openConn(s.drone, s.relay, s.timeout)
 	if err != nil {
-		return nil, localf("cannot open a UDP socket: %v", err)
+		return nil, err
 	}
 	state := &dialState{}
 	cfg := link.ClientConfig{

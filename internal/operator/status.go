@@ -100,6 +100,18 @@ func renderStatus(w io.Writer, st control.Status) error {
 		field("listening", st.Listen)
 		field("key", st.Key)
 	}
+	if r := st.Relay; r != nil {
+		state := "connecting"
+		if r.Connected {
+			state = "connected to " + r.Server
+			if r.ServerName != "" {
+				state += " (" + r.ServerName + ")"
+			}
+		} else if r.Server != "" {
+			state = "reconnecting (last " + r.Server + ")"
+		}
+		field("relay", fmt.Sprintf("drone id %s via %s: %s, %d reconnects", r.DroneID, r.Servers, state, r.Reconnects))
+	}
 	if !st.Started.IsZero() {
 		field("up", ago(now.Sub(st.Started), ""))
 	}
@@ -259,7 +271,7 @@ func (g *gcsControl) status() control.Status {
 	if s.dronePublic != nil {
 		st.Key = crypto.Fingerprint(s.dronePublic)
 	}
-	sess := control.Session{User: s.user, Peer: s.drone.String(), State: link.StateHandshake}
+	sess := control.Session{User: s.user, Peer: s.peerName(), State: link.StateHandshake}
 	if c := g.client.Load(); c != nil {
 		sess.Role = (*c).Role().String()
 		g.link.mu.Lock()
@@ -271,7 +283,7 @@ func (g *gcsControl) status() control.Status {
 		if lc, ok := (*c).(*link.Client); ok {
 			ls := lc.LinkStatus()
 			t := ls.Traffic
-			sess.Index, sess.Peer, sess.Since, sess.Handshake, sess.LastReceived = ls.Session, ls.Drone.String(), ls.Since, ls.Handshake, ls.LastReceived
+			sess.Index, sess.Since, sess.Handshake, sess.LastReceived = ls.Session, ls.Since, ls.Handshake, ls.LastReceived
 			sess.RTTSeconds = ls.RTT.Seconds()
 			sess.Traffic = &control.Traffic{RxPackets: t.ReceivedPackets, RxBytes: t.ReceivedBytes, TxPackets: t.SentPackets,
 				TxBytes: t.SentBytes, LostPackets: t.LostPackets, Loss: t.Loss()}

@@ -88,6 +88,10 @@ func (c Config) withDefaults() (Config, error) {
 // server refused.
 var ErrCredentials = errors.New("the NATS server refused the credentials")
 
+// ErrPermission is wrapped by the error of an end whose subscription the NATS server
+// refused: the user's permissions do not cover the subject.
+var ErrPermission = errors.New("the NATS server refused the subscription")
+
 // State is what an end knows of its NATS connection, for status displays.
 type State struct {
 	Connected  bool   // connected now
@@ -111,10 +115,13 @@ type natsConn struct {
 	// again then).
 	reconnected chan struct{}
 
-	closeOnce sync.Once
-	closed    atomic.Bool
-	ctx       context.Context
-	cancel    context.CancelFunc
+	// subscribed: subscribe succeeded. Before, a refusal is subscribe's error to return,
+	// not the error handler's to log as well.
+	subscribed atomic.Bool
+	closeOnce  sync.Once
+	closed     atomic.Bool
+	ctx        context.Context
+	cancel     context.CancelFunc
 }
 
 // dial connects to the servers of cfg.
@@ -209,6 +216,9 @@ func (c *natsConn) onError(_ *nats.Conn, _ *nats.Subscription, err error) {
 	case errors.Is(err, nats.ErrSlowConsumer):
 		c.cfg.Logger.Warn("relay: NATS dropped messages that waited too long for this end", "err", err)
 	case errors.Is(err, nats.ErrPermissionViolation):
+		if !c.subscribed.Load() {
+			return
+		}
 		c.cfg.Hooks.Dropped(DropPermission)
 		c.cfg.Logger.Error("relay: the NATS server refused an operation (check the user's permissions)", "err", err)
 	default:
@@ -238,19 +248,26 @@ func (c *natsConn) subscribe(subject string) (*nats.Subscription, error) {
 		switch {
 		case errors.Is(err, nats.ErrPermissionViolation):
 			_ = sub.Unsubscribe()
-			return nil, fmt.Errorf("relay: the NATS server refused the subscription to %s: check the permissions of this user", subject)
+			return nil, fmt.Errorf("relay: %w to %s: check the permissions of this user", ErrPermission, subject)
 		case err == nil:
 			c.first = msg
 		}
 	}
+	c.subscribed.Store(true)
 	return sub, nil
 }
 
 // State returns the connection's state.
 func (c *natsConn) State() State {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.state
+	st := c.state
+	c.mu.Unlock()
+	if c.nc.IsConnected() { // the handlers run later than the client's own state changes
+		st.Connected, st.Server, st.ServerName = true, c.nc.ConnectedUrlRedacted(), c.nc.ConnectedServerName()
+	} else {
+		st.Connected = false
+	}
+	return st
 }
 
 // watchDrops reports the messages NATS dropped for sub, once a second until the end is
