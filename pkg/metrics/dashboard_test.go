@@ -62,7 +62,7 @@ func loadDashboard(t *testing.T) dashboard {
 }
 
 // daemonMetrics returns the metric families dronelinkd exports, as its /metrics has them:
-// the link's and the tunnel's, and the Go and process collectors.
+// the link's, the tunnel's and (with --relay) the relay's, and the Go and process collectors.
 func daemonMetrics(t *testing.T) map[string]dto.MetricType {
 	t.Helper()
 	reg := prometheus.NewRegistry()
@@ -73,6 +73,11 @@ func daemonMetrics(t *testing.T) map[string]dto.MetricType {
 	if _, err := metrics.NewTunnel(reg, metrics.RoleDrone); err != nil {
 		t.Fatal(err)
 	}
+	relayHooks, err := metrics.NewRelay(reg, metrics.RoleDrone) // with --relay
+	if err != nil {
+		t.Fatal(err)
+	}
+	relayHooks.Connected("nats://relay:4222") // server_info has no series before
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

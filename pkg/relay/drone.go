@@ -39,6 +39,7 @@ type DroneConn struct {
 	net      [6]byte  // the /48 of the synthetic addresses: 0xfd and 40 random bits (RFC 4193)
 	key      [32]byte // keys the hash from a subject to its address
 	maxPeers int
+	now      func() int64 // unix nanoseconds; a counter in tests
 
 	mu        sync.RWMutex
 	bySubject map[string]*peer
@@ -68,6 +69,7 @@ func Listen(cfg Config) (*DroneConn, error) {
 	d := &DroneConn{
 		prefix:    DownlinkPrefix(cfg.DroneID),
 		maxPeers:  DefaultMaxPeers,
+		now:       func() int64 { return time.Now().UnixNano() },
 		bySubject: make(map[string]*peer),
 		byAddr:    make(map[netip.AddrPort]*peer),
 	}
@@ -116,7 +118,7 @@ func (d *DroneConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 
 // peerFor is the synthetic address of a valid downlink subject, remembering it.
 func (d *DroneConn) peerFor(subject string) netip.AddrPort {
-	now := time.Now().UnixNano()
+	now := d.now()
 	d.mu.RLock()
 	p := d.bySubject[subject]
 	d.mu.RUnlock()
