@@ -263,7 +263,9 @@ func (c *Config) validate() error {
 	} else {
 		urls, err := relay.ParseURLs(c.Relay)
 		if err != nil {
-			return c.invalid("relay", "value", strconv.Quote(c.Relay), err.Error())
+			// Not quoted as given: a URL with a password in it must not be echoed (the error
+			// shows it redacted).
+			return &configError{msg: fmt.Sprintf("%s: %v", c.setting("relay"), err), inFile: c.fromFile["relay"]}
 		}
 		c.relayURLs = urls
 		if c.DroneID == "" {

@@ -30,6 +30,7 @@ func parse(t *testing.T, args []string, file string) (*Config, error) {
 			return nil, err
 		}
 	}
+	c.listenGiven = fs.Changed("listen") || c.fromFile["listen"] // as Main does
 	return &c, nil
 }
 

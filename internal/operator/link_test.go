@@ -29,6 +29,12 @@ type drone struct {
 // the stranger key is unknown to it.
 func startDrone(t *testing.T, f *fixture) *drone {
 	t.Helper()
+	return startDroneExtra(t, f, nil)
+}
+
+// startDroneExtra is startDrone serving extra sockets too (the relay).
+func startDroneExtra(t *testing.T, f *fixture, extra []link.ExtraConn) *drone {
+	t.Helper()
 	k := keys(t)
 	db := userdb.Empty()
 	for _, u := range []struct {
@@ -53,7 +59,7 @@ func startDrone(t *testing.T, f *fixture) *drone {
 	}
 	d := &drone{addr: conn.LocalAddr().String()}
 	srv, err := link.NewServer(link.ServerConfig{
-		Conn: conn, PSK: psk, DroneKey: link.NewDroneKey(k["drone"]), Auth: db, Handler: d.handle,
+		Conn: conn, Extra: extra, PSK: psk, DroneKey: link.NewDroneKey(k["drone"]), Auth: db, Handler: d.handle,
 		HandshakeRate: 1000, HandshakeBurst: 1000, LoginRate: 1000, LoginBurst: 1000,
 	})
 	if err != nil {

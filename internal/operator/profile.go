@@ -291,7 +291,8 @@ func profileSettings(t map[string]any, dir, where string, drone bool) (map[strin
 			}
 		case key == "relay":
 			if _, err := relay.ParseURLs(value); err != nil {
-				return nil, bad("want nats://HOST:PORT[,nats://HOST:PORT...]: " + err.Error())
+				// Not quoted as written: the error shows a URL's password redacted.
+				return nil, localf("%s: %v", at, err)
 			}
 		case key == "drone-id":
 			if err := relay.CheckToken("drone id", value); err != nil {
