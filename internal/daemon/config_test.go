@@ -57,7 +57,7 @@ reload-interval = "2s"
 		t.Errorf("settings from the file: %v", c.fromFile)
 	}
 	got := *c
-	got.fromFile, got.ConfigPath = nil, ""
+	got.fromFile, got.ConfigPath, got.listenGiven = nil, "", false
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got  %+v\nwant %+v", got, want)
 	}
