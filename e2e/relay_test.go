@@ -132,6 +132,18 @@ func TestRelaySendListenPin(t *testing.T) {
 	if n := d.executed("take off"); n != 1 {
 		t.Fatalf("take off executed %d times", n)
 	}
+	// The audit trail names the relayed operator by its downlink subject, not by the
+	// synthetic address the link layer knows it by.
+	_, logs = d.output()
+	for _, msg := range []string{"msg=handshake ", "msg=login ", "msg=command "} {
+		found := false
+		for _, line := range strings.Split(logs, "\n") {
+			found = found || strings.Contains(line, msg) && strings.Contains(line, "from=relay:dronelink.drone-7.down.alice.")
+		}
+		if !found {
+			t.Errorf("no %s line from relay:dronelink.drone-7.down.alice.*:\n%s", msg, logs)
+		}
+	}
 
 	// listen through the relay: telemetry fed to the drone reaches olga (who uses the NATS
 	// user alice: one NATS user, two processes, two downlink subjects).

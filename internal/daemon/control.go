@@ -98,13 +98,10 @@ func (d *daemon) status() control.Status {
 	case *link.Server:
 		for _, s := range srv.SessionStatus() {
 			sess := nativeSession(s)
-			if d.relay != nil && d.relay.Owns(s.Peer) {
-				// Its synthetic address means nothing to a reader; its downlink subject
-				// names the operator's NATS user.
-				sess.Peer = "relay"
-				if subject, ok := d.relay.Subject(s.Peer); ok {
-					sess.Peer = "relay:" + subject
-				}
+			// A relay address means nothing to a reader; its downlink subject names the
+			// operator's NATS user.
+			if name := srv.AddrName(s.Peer); name != "" {
+				sess.Peer = name
 			}
 			st.Sessions = append(st.Sessions, sess)
 		}

@@ -541,6 +541,22 @@ func (s *Server) refuseLogin(sess *Session, id uint64, user string, from netip.A
 	s.loginResult(sess, id, status, RoleNone)
 }
 
+// AddrNamer is a Peer that names its addresses for logs (the relay's "relay:SUBJECT").
+type AddrNamer interface {
+	// AddrName is addr's name, or "" to log the address itself.
+	AddrName(addr netip.AddrPort) string
+}
+
+// peerAddr is addr as the audit trail shows it: the peer's name for it, if it has one.
+func peerAddr(p Peer, addr netip.AddrPort) any {
+	if n, ok := p.(AddrNamer); ok {
+		if name := n.AddrName(addr); name != "" {
+			return name
+		}
+	}
+	return addr
+}
+
 // who is the audit trail's description of a request: user, authenticated identity, address.
 func (s *Server) who(sess *Session, user string, from netip.AddrPort, more ...any) []any {
 	args := []any{"user", user}
@@ -553,7 +569,7 @@ func (s *Server) who(sess *Session, user string, from netip.AddrPort, more ...an
 		}
 		args = append(args, "key", name)
 	}
-	return append(append(args, "from", from, "session", sess.index), more...)
+	return append(append(args, "from", peerAddr(sess.peer, from), "session", sess.index), more...)
 }
 
 // loginWorker checks passwords; only LoginWorkers of them run, so argon2's memory is bounded.
@@ -755,7 +771,7 @@ func (s *Server) handleFrames(sess *Session, m *Message, now time.Time) {
 	user, role := s.currentRole(sess)
 	if role == RoleNone {
 		s.cfg.Hooks.Dropped(DropUnexpected)
-		s.warn.Warn("frames on a session that is not logged in", "session", sess.index, "from", sess.peer.Addr())
+		s.warn.Warn("frames on a session that is not logged in", "session", sess.index, "from", peerAddr(sess.peer, sess.peer.Addr()))
 		return
 	}
 	if age := SinceEpoch(now, sess.created) - time.Duration(m.Stamp)*time.Millisecond; age > s.cfg.MaxFrameAge {

@@ -71,6 +71,14 @@ type ExtraConn interface {
 	Owns(addr netip.AddrPort) bool
 }
 
+// AddrNamer is an ExtraConn that names its peer addresses for logs and status displays:
+// the relay's synthetic addresses mean nothing to a reader, their subjects do
+// ("relay:dronelink.drone-7.down.alice.NUID").
+type AddrNamer interface {
+	// AddrName is addr's name, or "" if the conn does not know it.
+	AddrName(addr netip.AddrPort) string
+}
+
 // UnreachableReporter is a PacketConn that can learn that a datagram it sent reached no
 // listener: an ICMP port unreachable for a UDPConn (on Linux), a "no responders" answer
 // for the NATS relay. Dial and RequestDroneKey ask it to report such datagrams to the

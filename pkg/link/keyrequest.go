@@ -146,7 +146,7 @@ func (s *Server) handleKeyRequest(pkt []byte, from netip.AddrPort, now time.Time
 	}
 	if s.send(appendKeyAnswer(out, &req.Nonce, s.keyDER, s.responder.mac), from, KindKeyAnswer) {
 		// The sender holds the PSK but is not otherwise authenticated: logged at a bounded rate.
-		s.warn.Info(msgKeyRequestAnswered, "from", from)
+		s.warn.Info(msgKeyRequestAnswered, "from", s.logAddr(from))
 	}
 }
 

@@ -180,6 +180,10 @@ func (ss *serverSession) Send(msg []byte, kind PacketKind) bool {
 // Addr implements app.Peer.
 func (ss *serverSession) Addr() netip.AddrPort { return ss.Peer() }
 
+// AddrName implements app.AddrNamer: the name of addr given by the socket that owns it
+// (AddrNamer), or "".
+func (ss *serverSession) AddrName(addr netip.AddrPort) string { return ss.srv.AddrName(addr) }
+
 // PeerClosed implements app.Peer: the operator closed the session, which leaves the table at once.
 func (ss *serverSession) PeerClosed() { ss.Remove() }
 
@@ -431,7 +435,7 @@ func (s *Server) handleInitiation(pkt []byte, from netip.AddrPort, out []byte, i
 	s.send(reply, from, KindResponse)
 	ss.responded.Store(s.cfg.Now().UnixNano())
 	s.cfg.Hooks.Handshake(HandshakeOK)
-	s.cfg.Logger.Info(msgHandshakeAccepted, "key", fp, "from", from, "session", local,
+	s.cfg.Logger.Info(msgHandshakeAccepted, "key", fp, "from", s.logAddr(from), "session", local,
 		"rekey", replaced != nil, "login_carried", flags&FlagLoginCarried != 0)
 }
 
@@ -453,9 +457,9 @@ func (s *Server) allowKey(key crypto.KeyID, replaced *serverSession, flags byte,
 func (s *Server) warnFrom(msg string, from netip.AddrPort) {
 	if n, ok := s.warn.Allow(msg); ok {
 		if n > 0 {
-			s.cfg.Logger.Warn(msg, "from", from, "suppressed", n)
+			s.cfg.Logger.Warn(msg, "from", s.logAddr(from), "suppressed", n)
 		} else {
-			s.cfg.Logger.Warn(msg, "from", from)
+			s.cfg.Logger.Warn(msg, "from", s.logAddr(from))
 		}
 	}
 }
@@ -470,9 +474,9 @@ func (s *Server) refuse(init *Initiation, fp string, from netip.AddrPort, out []
 	s.drop(reason)
 	s.cfg.Hooks.Handshake(HandshakeFailed)
 	if fp != "" {
-		s.cfg.Logger.Warn(msgHandshakeRefused, "reason", reason.String(), "key", fp, "from", from)
+		s.cfg.Logger.Warn(msgHandshakeRefused, "reason", reason.String(), "key", fp, "from", s.logAddr(from))
 	} else if n, ok := s.warn.Allow(msgHandshakeRefused); ok {
-		args := []any{"reason", reason.String(), "key", s.keyName(init.OperatorKey, err), "from", from}
+		args := []any{"reason", reason.String(), "key", s.keyName(init.OperatorKey, err), "from", s.logAddr(from)}
 		if n > 0 {
 			args = append(args, "suppressed", n)
 		}
@@ -719,7 +723,7 @@ func (s *Server) handleData(pkt []byte, from netip.AddrPort, now time.Time) {
 	}
 	// Authenticated from here on.
 	if ss.setPeer(from) {
-		s.warn.Info("operator roamed", "session", ss.local, "key", ss.fp, "to", from)
+		s.warn.Info("operator roamed", "session", ss.local, "key", ss.fp, "to", s.logAddr(from))
 	}
 	s.confirm(ss, now)
 	s.up.Receive(ss.app, plain, now)
@@ -799,6 +803,23 @@ func (s *Server) SendBatch(peers []app.Peer, msgs [][]byte, kind PacketKind) int
 	return sent
 }
 
+// AddrName is the name the socket that answers addr gives it (AddrNamer:
+// "relay:SUBJECT"), or "" (a UDP address, which names itself).
+func (s *Server) AddrName(addr netip.AddrPort) string {
+	if n, ok := s.connFor(addr).(AddrNamer); ok {
+		return n.AddrName(addr)
+	}
+	return ""
+}
+
+// logAddr is addr for a log line: its name if its socket gives it one, else the address.
+func (s *Server) logAddr(addr netip.AddrPort) any {
+	if name := s.AddrName(addr); name != "" {
+		return name
+	}
+	return addr
+}
+
 // connFor is the socket that answers addr: the Extra conn that owns it, Conn otherwise.
 func (s *Server) connFor(addr netip.AddrPort) PacketConn {
 	for _, c := range s.cfg.Extra {
@@ -850,7 +871,7 @@ func (s *Server) sendBatchOn(conn PacketConn, msgs []Datagram, kind PacketKind) 
 		sent += n
 		msgs = msgs[n:]
 		if err != nil && len(msgs) > 0 {
-			s.warn.Warn("send failed", "to", msgs[0].Addr, "err", err)
+			s.warn.Warn("send failed", "to", s.logAddr(msgs[0].Addr), "err", err)
 			msgs = msgs[1:]
 		}
 	}
@@ -871,7 +892,7 @@ func (s *Server) sealAndSend(ss *serverSession, plaintext []byte, kind PacketKin
 // send writes one datagram, on the socket of its address.
 func (s *Server) send(pkt []byte, to netip.AddrPort, kind PacketKind) bool {
 	if err := s.connFor(to).WriteTo(pkt, to); err != nil {
-		s.warn.Warn("send failed", "to", to, "err", err)
+		s.warn.Warn("send failed", "to", s.logAddr(to), "err", err)
 		return false
 	}
 	s.cfg.Hooks.PacketSent(kind, len(pkt))

@@ -209,6 +209,15 @@ func (d *DroneConn) Subject(addr netip.AddrPort) (string, bool) {
 	return "", false
 }
 
+// AddrName implements link.AddrNamer: "relay:" and the downlink subject of addr, or "" if
+// the conn does not know it.
+func (d *DroneConn) AddrName(addr netip.AddrPort) string {
+	if subject, ok := d.Subject(addr); ok {
+		return "relay:" + subject
+	}
+	return ""
+}
+
 // LocalAddr implements link.PacketConn: the conn's /48 with port 0.
 func (d *DroneConn) LocalAddr() netip.AddrPort {
 	var a [16]byte

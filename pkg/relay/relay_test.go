@@ -95,6 +95,11 @@ func TestSessionThroughRelay(t *testing.T) {
 			if s.User != "alice" {
 				t.Errorf("relayed session of %q, want alice", s.User)
 			}
+			if name := d.server.AddrName(s.Peer); name != "relay:"+conn.Downlink() {
+				t.Errorf("the server names the relayed peer %q", name)
+			}
+		} else if name := d.server.AddrName(s.Peer); name != "" {
+			t.Errorf("the server names the UDP peer %s %q", s.Peer, name)
 		}
 	}
 	if relayed != 1 {
