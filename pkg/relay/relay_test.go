@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -15,7 +16,25 @@ import (
 	"github.com/dronelink/dronelink/pkg/relay"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// natsDir holds the nats-server binary natstest.BuildServer builds for the cluster tests:
+// BuildServer builds once per process and remembers the path, so the directory lives as
+// long as the test binary.
+var natsDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dronelink-relay-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	natsDir = dir
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if err := os.RemoveAll(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+		os.Exit(code)
+	}))
+}
 
 // dialRelay connects user's link.Client to the drone through the relay with cfg; edit, if
 // not nil, adjusts the link's configuration first. The client is closed at the test's end.
