@@ -11,13 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -60,12 +60,15 @@ var (
 )
 
 // BuildServer builds the nats-server binary of the version go.mod pins into dir, once per
-// process (later calls return the first result; the go build cache makes it quick after the
-// first time on a machine).
+// process: later calls return the first result, whatever their dir, so dir must outlive
+// every caller (a test binary's TestMain makes it and removes it after m.Run; a test's
+// TempDir would be gone for the next test). The go build cache makes it quick after the
+// first time on a machine. It needs the go command: without it, it fails.
 func BuildServer(dir string) (string, error) {
 	buildOnce.Do(func() {
 		buildPath = filepath.Join(dir, "nats-server")
-		cmd := exec.Command("go", "build", "-o", buildPath, "github.com/nats-io/nats-server/v2")
+		// Without symbol table and DWARF the link takes half the time (stack traces stay).
+		cmd := exec.Command("go", "build", "-ldflags=-s -w", "-o", buildPath, "github.com/nats-io/nats-server/v2")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("natstest: go build nats-server: %v\n%s", err, out)
 		}
@@ -76,7 +79,8 @@ func BuildServer(dir string) (string, error) {
 // Node is one nats-server process of a Cluster.
 type Node struct {
 	Name    string
-	URL     string // nats://127.0.0.1:PORT for clients
+	URL     string // nats://127.0.0.1:PORT for clients, as a client reports it
+	route   string // nats-route://127.0.0.1:PORT for the other nodes
 	monitor string // http://127.0.0.1:PORT
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the process has exited
@@ -88,44 +92,81 @@ type Cluster struct {
 	Nodes []*Node
 }
 
+// checkAuth parses the auth text of StartCluster and refuses what StartCluster writes
+// itself into each node's configuration (a listen address of the auth text's own would
+// move a node, or clash on every node but the first).
+func checkAuth(dir, auth string) error {
+	if auth == "" {
+		return nil
+	}
+	path := filepath.Join(dir, "auth.conf")
+	if err := os.WriteFile(path, []byte(auth), 0o600); err != nil {
+		return err
+	}
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		return fmt.Errorf("natstest: auth text: %w", err)
+	}
+	var owned []string
+	if opts.Host != "" || opts.Port != 0 {
+		owned = append(owned, "listen")
+	}
+	if opts.ServerName != "" {
+		owned = append(owned, "server_name")
+	}
+	if opts.HTTPHost != "" || opts.HTTPPort != 0 || opts.HTTPSPort != 0 {
+		owned = append(owned, "http")
+	}
+	if opts.Cluster.Name != "" || opts.Cluster.Host != "" || opts.Cluster.Port != 0 || len(opts.Routes) > 0 {
+		owned = append(owned, "cluster")
+	}
+	if len(owned) > 0 {
+		return fmt.Errorf("natstest: the auth text sets %s, which StartCluster sets for each node: remove it", strings.Join(owned, ", "))
+	}
+	return nil
+}
+
 // StartCluster starts n nats-server processes of bin (BuildServer) with configuration
 // files in dir, each routing to all the others, and waits until every node has a route to
-// every other. auth is configuration text added to every node (accounts, users and their
-// permissions; "" for none). Close stops them.
+// every other and tells its clients about every other (so a client that connects to one
+// node can move to the others when it fails). auth is configuration text added to every
+// node (accounts, users and their permissions, limits; "" for none); it must not set what
+// StartCluster sets: listen, server_name, http, cluster. Every node listens on ports the
+// system chooses (no port is reserved and freed, which another process could take
+// meanwhile). Close stops them.
 func StartCluster(ctx context.Context, bin, dir string, n int, auth string) (*Cluster, error) {
-	ports, err := freePorts(3 * n)
-	if err != nil {
+	if err := checkAuth(dir, auth); err != nil {
 		return nil, err
 	}
 	c := &Cluster{}
 	var routes []string
 	for i := range n {
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[3*i+1]))
-	}
-	for i := range n {
 		name := fmt.Sprintf("n%d", i+1)
+		// Each node routes to the ones started before it: with n nodes, every pair has a
+		// route that one of them configured.
+		var routesConf string
+		if len(routes) > 0 {
+			routesConf = fmt.Sprintf("  routes: [%s]\n", strings.Join(routes, ", "))
+		}
 		conf := fmt.Sprintf(`server_name: %s
-listen: 127.0.0.1:%d
-http: 127.0.0.1:%d
+listen: 127.0.0.1:-1
+http: 127.0.0.1:-1
 cluster {
   name: dronelink-test
-  listen: 127.0.0.1:%d
-  routes: [%s]
-}
+  listen: 127.0.0.1:-1
+%s}
 %s
-`, name, ports[3*i], ports[3*i+2], ports[3*i+1], strings.Join(routes, ", "), auth)
+`, name, routesConf, auth)
 		path := filepath.Join(dir, name+".conf")
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 			c.Close()
 			return nil, err
 		}
 		node := &Node{
-			Name:    name,
-			URL:     fmt.Sprintf("nats://127.0.0.1:%d", ports[3*i]),
-			monitor: fmt.Sprintf("http://127.0.0.1:%d", ports[3*i+2]),
-			cmd:     exec.Command(bin, "-c", path),
-			done:    make(chan struct{}),
-			log:     &lockedBuffer{},
+			Name: name,
+			cmd:  exec.Command(bin, "-c", path),
+			done: make(chan struct{}),
+			log:  &lockedBuffer{},
 		}
 		node.cmd.Stdout = node.log
 		stderr, err := node.cmd.StderrPipe()
@@ -149,6 +190,7 @@ cluster {
 			c.Close()
 			return nil, fmt.Errorf("natstest: %s not ready: %w\n%s", name, ctx.Err(), node.log.String())
 		}
+		routes = append(routes, node.route)
 	}
 	if err := c.waitRoutes(ctx); err != nil {
 		c.Close()
@@ -157,37 +199,66 @@ cluster {
 	return c, nil
 }
 
-// readLog copies the node's log (nats-server logs to standard error) and closes ready at
-// "Server is ready", and done when the process has exited.
+// Log lines that give a node's addresses (the system chose the ports).
+const (
+	logClients = "Listening for client connections on "
+	logRoutes  = "Listening for route connections on "
+	logMonitor = "Starting http monitor on "
+)
+
+// readLog copies the node's log (nats-server logs to standard error), sets the node's
+// addresses from it and closes ready once it has all three (the route listener starts
+// after "Server is ready"), and closes done when the process has exited.
 func (n *Node) readLog(r io.Reader, ready chan struct{}) {
 	sc := bufio.NewScanner(r)
 	signalled := false
 	for sc.Scan() {
 		line := sc.Text()
 		n.log.Write([]byte(line + "\n"))
-		if !signalled && strings.Contains(line, "Server is ready") {
-			close(ready)
+		if signalled {
+			continue
+		}
+		if _, addr, ok := strings.Cut(line, logClients); ok {
+			n.URL = "nats://" + addr
+		} else if _, addr, ok := strings.Cut(line, logRoutes); ok {
+			n.route = "nats-route://" + addr
+		} else if _, addr, ok := strings.Cut(line, logMonitor); ok {
+			n.monitor = "http://" + addr
+		}
+		if n.URL != "" && n.route != "" && n.monitor != "" {
+			close(ready) // the addresses are written before: the reader of ready sees them
 			signalled = true
 		}
 	}
+	_, _ = io.Copy(io.Discard, r) // a line too long for the scanner: keep the pipe flowing
 	_ = n.cmd.Wait()
 	close(n.done)
 }
 
-// waitRoutes waits until every node reports a route to every other. The routes are state
-// of other processes with no notification to wait on, so this asks each node's monitoring
-// endpoint (/routez) every 20 ms until ctx ends.
+// monitorClient asks the nodes' monitoring endpoints; it keeps no idle connection (nor its
+// goroutines) to a node after the question, and shares no pool with the caller's.
+var monitorClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
+// waitRoutes waits until every node reports a route to every other and lists every other
+// node's client URL among those it gives its clients. Both are state of other processes
+// with no notification to wait on, so this asks each node's monitoring endpoints (/routez,
+// /varz) every 20 ms until ctx ends.
 func (c *Cluster) waitRoutes(ctx context.Context) error {
 	want := len(c.Nodes) - 1
 	for _, n := range c.Nodes {
 		for {
 			names, err := n.routeNames(ctx)
+			var missing []string
 			if err == nil && len(names) >= want {
-				break
+				missing, err = c.missingURLs(ctx, n)
+				if err == nil && len(missing) == 0 {
+					break
+				}
 			}
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("natstest: %s has routes to %v, want %d others: %w", n.Name, names, want, ctx.Err())
+				return fmt.Errorf("natstest: %s has routes to %v (want %d others) and does not advertise %v: %w (last error: %v)\n%s",
+					n.Name, names, want, missing, ctx.Err(), err, c.Logs())
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
@@ -195,19 +266,27 @@ func (c *Cluster) waitRoutes(ctx context.Context) error {
 	return nil
 }
 
-// routeNames are the distinct servers the node has a route to.
-func (n *Node) routeNames(ctx context.Context) ([]string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.monitor+"/routez", nil)
+// getJSON decodes the JSON document at url into v.
+func getJSON(ctx context.Context, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := monitorClient.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// routeNames are the distinct servers the node has a route to.
+func (n *Node) routeNames(ctx context.Context) ([]string, error) {
 	var rz server.Routez
-	if err := json.NewDecoder(resp.Body).Decode(&rz); err != nil {
+	if err := getJSON(ctx, n.monitor+"/routez", &rz); err != nil {
 		return nil, err
 	}
 	seen := map[string]bool{}
@@ -219,6 +298,26 @@ func (n *Node) routeNames(ctx context.Context) ([]string, error) {
 		}
 	}
 	return names, nil
+}
+
+// missingURLs are the client URLs of the other nodes that n does not yet give its clients
+// (INFO's connect_urls, which /varz shows).
+func (c *Cluster) missingURLs(ctx context.Context, n *Node) ([]string, error) {
+	var vz server.Varz
+	if err := getJSON(ctx, n.monitor+"/varz", &vz); err != nil {
+		return nil, err
+	}
+	advertised := map[string]bool{}
+	for _, u := range vz.ClientConnectURLs {
+		advertised[u] = true
+	}
+	var missing []string
+	for _, o := range c.Nodes {
+		if hostPort := strings.TrimPrefix(o.URL, "nats://"); o != n && !advertised[hostPort] {
+			missing = append(missing, hostPort)
+		}
+	}
+	return missing, nil
 }
 
 // URLs are the client URLs of every node.
@@ -241,13 +340,27 @@ func (c *Cluster) Index(url string) int {
 }
 
 // Kill kills node i with SIGKILL, as a crash or power loss would, and waits until it has
-// exited.
+// exited. Its clients and routes see their connections reset.
 func (c *Cluster) Kill(i int) {
 	n := c.Nodes[i]
 	if n.cmd.Process != nil {
 		_ = n.cmd.Process.Kill()
 	}
 	<-n.done
+}
+
+// Freeze stops node i with SIGSTOP, as a hung server or a machine that stopped answering
+// would: its connections stay open and nothing they carry is read or answered any more.
+// Kill ends it.
+func (c *Cluster) Freeze(i int) error {
+	n := c.Nodes[i]
+	if n.cmd.Process == nil {
+		return fmt.Errorf("natstest: %s is not running", n.Name)
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("natstest: freeze %s: %w", n.Name, err)
+	}
+	return nil
 }
 
 // Logs are the nodes' logs, for a failing test's message.
@@ -266,28 +379,6 @@ func (c *Cluster) Close() {
 			c.Kill(i)
 		}
 	}
-}
-
-// freePorts reserves n distinct loopback ports by listening on port 0, then frees them for
-// the servers. Another process could take one in between; the server would then fail to
-// start and say so.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // lockedBuffer is a log buffer written by the reader goroutine and read by the test.

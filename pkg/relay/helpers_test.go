@@ -50,15 +50,20 @@ func testKeys(t testing.TB) {
 }
 
 // exampleConfig is docs/relay/nats-server.conf, the configuration the README ships, with
-// fresh NKeys in place of its placeholders and a loopback listen address. seeds maps each
-// user (drone-7, drone-8, alice, bob) to its seed.
+// fresh NKeys in place of its placeholders and without its listen address, which natstest
+// sets (a loopback address; every node's own in a cluster). seeds maps each user (drone-7,
+// drone-8, alice, bob) to its seed.
 func exampleConfig(t testing.TB) (conf string, seeds map[string]string) {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("..", "..", "docs", "relay", "nats-server.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf = strings.Replace(string(data), "listen: 0.0.0.0:4222", "listen: 127.0.0.1:-1", 1)
+	const listen = "\nlisten: 0.0.0.0:4222\n"
+	if !strings.Contains(string(data), listen) {
+		t.Fatalf("the example config has no line %q", strings.TrimSpace(listen))
+	}
+	conf = strings.Replace(string(data), listen, "\n", 1)
 	seeds = map[string]string{}
 	for _, user := range []string{"drone-7", "drone-8", "alice", "bob"} {
 		placeholder := strings.ToUpper(strings.ReplaceAll(user, "-", "_")) + "_NKEY"

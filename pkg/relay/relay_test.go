@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -15,18 +16,41 @@ import (
 	"github.com/dronelink/dronelink/pkg/relay"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// natsDir holds the nats-server binary natstest.BuildServer builds for the cluster tests:
+// BuildServer builds once per process and remembers the path, so the directory lives as
+// long as the test binary.
+var natsDir string
 
-// dialRelay connects user's link.Client to drone id through the relay at urls.
-func dialRelay(t *testing.T, urls []string, id, user string, creds *relay.Creds) (*link.Client, *relay.OperatorConn) {
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dronelink-relay-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	natsDir = dir
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if err := os.RemoveAll(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+		os.Exit(code)
+	}))
+}
+
+// dialRelay connects user's link.Client to the drone through the relay with cfg; edit, if
+// not nil, adjusts the link's configuration first. The client is closed at the test's end.
+func dialRelay(t *testing.T, cfg relay.Config, user string, edit func(*link.ClientConfig)) (*link.Client, *relay.OperatorConn) {
 	t.Helper()
-	conn, err := relay.Dial(relay.Config{URLs: urls, DroneID: id, Creds: creds, Logger: testLogger()})
+	conn, err := relay.Dial(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	lcfg := operatorConfig(conn, relay.DroneAddr, user)
+	if edit != nil {
+		edit(&lcfg)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := link.Dial(ctx, operatorConfig(conn, relay.DroneAddr, user))
+	c, err := link.Dial(ctx, lcfg)
 	if err != nil {
 		conn.Close()
 		t.Fatalf("dial through the relay: %v", err)
@@ -45,19 +69,10 @@ func TestSessionThroughRelay(t *testing.T) {
 	d := startDrone(t, urls, "drone-7", nkeyCreds(seeds["drone-7"], ""))
 
 	telemetry := make(chan string, 16)
-	conn, err := relay.Dial(relay.Config{URLs: urls, DroneID: "drone-7", Creds: nkeyCreds(seeds["alice"], "alice"), Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := operatorConfig(conn, relay.DroneAddr, "alice")
-	cfg.OnTelemetry = func(p []byte) { telemetry <- string(p) }
+	alice, conn := dialRelay(t, relay.Config{URLs: urls, DroneID: "drone-7", Creds: nkeyCreds(seeds["alice"], "alice"), Logger: testLogger()},
+		"alice", func(cfg *link.ClientConfig) { cfg.OnTelemetry = func(p []byte) { telemetry <- string(p) } })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	alice, err := link.Dial(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alice.Close()
 	if !strings.HasPrefix(conn.Downlink(), "dronelink.drone-7.down.alice.") {
 		t.Errorf("downlink subject %q", conn.Downlink())
 	}
