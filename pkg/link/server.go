@@ -202,7 +202,7 @@ type Server struct {
 	*app.Server
 	up        app.ServerUpcalls
 	cfg       ServerConfig
-	hsMu      sync.Mutex // serialises the readers' handshake work: the responder and its replay memory
+	hsMu      sync.Mutex // serialises the readers' handshake work: the responder and its replay memory; nothing is sent while it is held (hsReply)
 	responder *Responder // under hsMu
 	keyDER    []byte     // the drone key's PKIX DER, for key answers
 
@@ -325,6 +325,32 @@ type receiveScratch struct {
 	init Initiation
 }
 
+// hsReply is the answer the handshake path (under hsMu) made for one datagram, sent once
+// hsMu is released: a socket's write may block (an ExtraConn's broker that stops reading),
+// and must not hold up the handshakes of the other readers, which would stall their
+// sockets. pkt is nil when there is nothing to send; sess is the new session a response
+// sets up, stamped when the response went out.
+type hsReply struct {
+	pkt  []byte
+	kind PacketKind
+	sess *serverSession
+}
+
+// sendReply sends a handshake answer made under hsMu, after hsMu was released.
+func (s *Server) sendReply(r hsReply, to netip.AddrPort) {
+	if r.pkt == nil {
+		return
+	}
+	sent := s.send(r.pkt, to, r.kind)
+	if r.sess != nil {
+		r.sess.responded.Store(s.cfg.Now().UnixNano())
+	}
+	if sent && r.kind == KindKeyAnswer {
+		// The sender holds the PSK but is not otherwise authenticated: logged at a bounded rate.
+		s.warn.Info(msgKeyRequestAnswered, "from", to)
+	}
+}
+
 // handleDatagram dispatches one received datagram. Everything it does for a datagram that
 // fails the PSK MAC or the AEAD is allocation-free.
 // now is when the datagram's batch was read.
@@ -342,13 +368,15 @@ func (s *Server) handleDatagram(pkt []byte, from netip.AddrPort, now time.Time, 
 	case TypeInitiation:
 		s.cfg.Hooks.PacketReceived(KindInitiation, len(pkt))
 		s.hsMu.Lock()
-		s.handleInitiation(pkt, from, sc.out[:0], &sc.init)
+		reply := s.handleInitiation(pkt, from, sc.out[:0], &sc.init)
 		s.hsMu.Unlock()
+		s.sendReply(reply, from)
 	case TypeKeyRequest:
 		s.cfg.Hooks.PacketReceived(KindKeyRequest, len(pkt))
 		s.hsMu.Lock()
-		s.handleKeyRequest(pkt, from, now, sc.out[:0])
+		reply := s.handleKeyRequest(pkt, from, now, sc.out[:0])
 		s.hsMu.Unlock()
+		s.sendReply(reply, from)
 	default:
 		s.cfg.Hooks.PacketReceived(KindData, len(pkt))
 		s.drop(DropUnexpected)
@@ -368,71 +396,65 @@ const (
 // handleInitiation runs the receive-side order of checks: length and type, PSK MAC, rate
 // limit per source, session slot, then (in the Responder) timestamp, keys and signature;
 // then, for an authenticated operator, the rate limit per key and the session limit per
-// key; then the unwrap and the key agreement.
-func (s *Server) handleInitiation(pkt []byte, from netip.AddrPort, out []byte, init *Initiation) {
+// key; then the unwrap and the key agreement. It returns the answer to send (after hsMu
+// is released), if any.
+func (s *Server) handleInitiation(pkt []byte, from netip.AddrPort, out []byte, init *Initiation) hsReply {
 	if err := s.responder.CheckInitiation(pkt, init); err != nil {
 		s.drop(dropReasonFor(err))
 		if err == ErrBadMAC {
 			s.warnFrom(msgWrongPSK, from)
 		}
-		return
+		return hsReply{}
 	}
 	now := s.cfg.Now()
 	if !s.handshakeLimit.Allow(from.Addr(), now) {
 		s.drop(DropRateLimited)
 		s.warnFrom(msgHandshakeRate, from)
-		return
+		return hsReply{}
 	}
 	local, replaced, flags, err := s.reserve(init, now)
 	if err != nil {
-		s.refuse(init, "", from, out, err)
-		return
+		return s.refuse(init, "", from, out, err)
 	}
 	v, err := s.responder.VerifyInitiation(init)
 	if err != nil {
 		s.release(local)
-		s.refuse(init, "", from, out, err)
-		return
+		return s.refuse(init, "", from, out, err)
 	}
 	// Authenticated: the operator key's holder signed this initiation. Everything from
 	// here on is logged in full, never suppressed.
 	fp := crypto.Fingerprint(v.OperatorPublic)
 	if !s.allowKey(init.OperatorKey, replaced, flags, now) {
 		s.release(local)
-		s.refuse(init, fp, from, out, ErrRateLimited)
-		return
+		return s.refuse(init, fp, from, out, ErrRateLimited)
 	}
 	if err := s.checkRoom(init.OperatorKey, replaced, flags); err != nil {
 		s.release(local)
-		s.refuse(init, fp, from, out, err)
-		return
+		return s.refuse(init, fp, from, out, err)
 	}
 	reply, acc, err := s.responder.CompleteInitiation(out, v, local, flags)
 	if err != nil {
 		s.release(local)
-		s.refuse(init, fp, from, out, err)
-		return
+		return s.refuse(init, fp, from, out, err)
 	}
 	sess, err := NewSession(&acc.Keys, local, acc.OperatorIndex, s.cfg.ReplayWindow, now)
 	acc.Keys.wipe()
 	if err != nil {
 		s.release(local)
 		s.cfg.Logger.Error("session setup failed", "key", fp, "err", err)
-		return
+		return hsReply{}
 	}
 	sess.setPeer(from)
 	ss, err := s.install(sess, acc, fp, replaced, flags, now)
 	if err != nil {
 		// A session of the key logged in since checkRoom: there is no longer room.
 		s.release(local)
-		s.refuse(init, fp, from, out[:0], err)
-		return
+		return s.refuse(init, fp, from, out[:0], err)
 	}
-	s.send(reply, from, KindResponse)
-	ss.responded.Store(s.cfg.Now().UnixNano())
 	s.cfg.Hooks.Handshake(HandshakeOK)
 	s.cfg.Logger.Info(msgHandshakeAccepted, "key", fp, "from", from, "session", local,
 		"rekey", replaced != nil, "login_carried", flags&FlagLoginCarried != 0)
+	return hsReply{pkt: reply, kind: KindResponse, sess: ss}
 }
 
 // allowKey is the handshake rate limit per operator key, applied once the key's signature
@@ -464,8 +486,9 @@ func (s *Server) warnFrom(msg string, from netip.AddrPort) {
 // the operator (the answer is as small as can be: no amplification). fp is the operator
 // key's fingerprint once its signature verified: the refusal of an authenticated operator
 // is logged every time. Without it the operator is not authenticated (anyone with the PSK
-// could have sent the initiation) and the refusal is logged at a bounded rate.
-func (s *Server) refuse(init *Initiation, fp string, from netip.AddrPort, out []byte, err error) {
+// could have sent the initiation) and the refusal is logged at a bounded rate. The error
+// datagram is returned, to be sent once hsMu is released.
+func (s *Server) refuse(init *Initiation, fp string, from netip.AddrPort, out []byte, err error) hsReply {
 	reason := dropReasonFor(err)
 	s.drop(reason)
 	s.cfg.Hooks.Handshake(HandshakeFailed)
@@ -479,8 +502,9 @@ func (s *Server) refuse(init *Initiation, fp string, from netip.AddrPort, out []
 		s.cfg.Logger.Warn(msgHandshakeRefused, args...)
 	}
 	if reply, ok := s.responder.ErrorReply(out, init, err); ok {
-		s.send(reply, from, KindError)
+		return hsReply{pkt: reply, kind: KindError}
 	}
+	return hsReply{}
 }
 
 // keyName is how the log of an unauthenticated refusal names the operator key id: the
