@@ -1,0 +1,360 @@
+package relay_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/dronelink/dronelink/internal/natstest"
+	"github.com/dronelink/dronelink/pkg/link"
+	"github.com/dronelink/dronelink/pkg/relay"
+)
+
+// The NATS server is not trusted (package doc): the relay's operator, or anyone on the
+// path of a nats:// (plain TCP) connection, can send the drone's NATS client anything.
+// These tests play such a server (fakeNATS) and check that it can drop or delay the
+// relay's datagrams, and nothing more: the drone's other socket keeps serving, the relay
+// comes back, and the process survives.
+
+// TestRelayServerErrorKeepsDroneServing: a server sends an error line nats.go does not
+// know ("-ERR 'Bogus Error'"). nats.go then closes the connection for good, without
+// reconnecting. On 0a207a1 the relay's reader returned net.ErrClosed, link.Server.Run took
+// that as the end of the server, and closed the UDP socket too: a relay operator (or, with
+// nats://, anyone on the drone's LTE path) could end the drone's command link on every
+// transport with one line, and dronelinkd exited with status 0, which the shipped systemd
+// unit (Restart=on-failure) does not restart. The UDP operator must still get through.
+func TestRelayServerErrorKeepsDroneServing(t *testing.T) {
+	f := startFakeNATS(t)
+	d := startDrone(t, []string{f.URL()}, "drone-7", nil)
+	c := f.next(t)
+	if err := c.write("-ERR 'Bogus Error'\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the drone's NATS client did not react to the error")
+	}
+
+	udp, err := link.ListenUDP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	alice, err := link.Dial(ctx, operatorConfig(udp, d.udp, "alice"))
+	if err != nil {
+		t.Fatalf("alice over UDP after the relay's error: %v", err)
+	}
+	defer alice.Close()
+	if ack, err := alice.Command(ctx, []byte("still here")); err != nil || ack.Status != link.AckOK {
+		t.Fatalf("alice's command over UDP after the relay's error: %+v %v", ack, err)
+	}
+	select {
+	case err := <-d.done:
+		d.done <- err // for d.stop
+		t.Fatalf("the drone's server stopped (Run returned %v) after the relay server's error line", err)
+	default:
+	}
+}
+
+// TestDroneRelayComesBackAfterServerError: after such an error the drone's end of the relay
+// connects again and goes on reading; on 0a207a1 its ReadFrom failed with net.ErrClosed
+// and it never connected again (in relay-only mode the daemon stopped, exit status 0).
+func TestDroneRelayComesBackAfterServerError(t *testing.T) {
+	f := startFakeNATS(t)
+	d, err := relay.Listen(relay.Config{URLs: []string{f.URL()}, DroneID: "drone-7", Logger: testLogger(),
+		ReconnectWait: 10 * time.Millisecond, KeepTrying: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	type read struct {
+		data []byte
+		err  error
+	}
+	reads := make(chan read, 4)
+	go func() {
+		buf := make([]byte, link.ReadBufferSize)
+		for {
+			n, _, err := d.ReadFrom(buf)
+			reads <- read{bytes.Clone(buf[:n]), err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	c := f.next(t)
+	if err := c.write("-ERR 'Bogus Error'\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	var again *fakeNATSConn
+	select {
+	case again = <-f.conns:
+		t.Cleanup(func() { again.c.Close() })
+	case r := <-reads:
+		t.Fatalf("the drone's relay failed instead of connecting again: read %q, %v", r.data, r.err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the drone's relay did not connect again")
+	}
+	again.deliver(t, "dronelink.drone-7.down.alice.1", []byte("\x14after"))
+	select {
+	case r := <-reads:
+		if r.err != nil || string(r.data) != "\x14after" {
+			t.Fatalf("after reconnecting: read %q, %v", r.data, r.err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("nothing read after reconnecting")
+	}
+}
+
+// TestHostileRelayMessageSize: a server announces a message of 9e18 bytes. nats.go (v1.55.0,
+// parser.go, split-message path) allocates the size the server claims, unchecked, and the
+// drone's process panics ("makeslice: cap out of range"; a size of a few GB is a fatal out
+// of memory instead): a relay operator, or anyone on a nats:// path, crashes dronelinkd and
+// with it the UDP link, and again at every restart. The brief's "never panic on network
+// input" holds for the relay's input too. The client runs in a child process, so that the
+// crash fails this test instead of the whole test binary. It passes when the client
+// survives the message and, its pings unanswered, connects again.
+func TestHostileRelayMessageSize(t *testing.T) {
+	if os.Getenv("DRONELINK_HOSTILE_CHILD") == "1" {
+		hostileMessageSizeChild(t)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHostileRelayMessageSize$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "DRONELINK_HOSTILE_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		msg := string(out)
+		if i := strings.Index(msg, "panic:"); i >= 0 {
+			msg = msg[i:min(len(msg), i+300)]
+		}
+		t.Fatalf("the drone's relay client did not survive a message size the server made up: %v\n%s", err, msg)
+	}
+}
+
+func hostileMessageSizeChild(t *testing.T) {
+	f := startFakeNATS(t)
+	d, err := relay.Listen(relay.Config{URLs: []string{f.URL()}, DroneID: "drone-7", Logger: testLogger(),
+		PingInterval: 20 * time.Millisecond, ReconnectWait: 10 * time.Millisecond, KeepTrying: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	c := f.next(t)
+	// The header and the start of the payload in one write: the client's parser reaches
+	// the end of its read buffer inside the message and sets a buffer aside for the rest.
+	if err := c.write("MSG dronelink.drone-7.up " + c.sid + " 9000000000000000000\r\n" + strings.Repeat("x", 64)); err != nil {
+		t.Fatal(err)
+	}
+	// Alive, the client takes the next bytes as payload, gets no PONG, and connects again.
+	again := f.next(t)
+	again.c.Close()
+}
+
+// TestDroneRelayWritesDoNotBlock: a server that stops reading (a hostile relay, or a
+// congested LTE uplink) must cost the drone datagrams, like a full UDP socket, not block
+// its writers. nats.go writes to the TCP connection itself once 32 KiB wait in its buffer,
+// for up to its FlusherTimeout (a minute by default); on 0a207a1 DroneConn.WriteTo did
+// that in the caller's goroutine: the drone's command executor (acknowledgements), login
+// workers and telemetry broadcast, which serve the UDP operators too, stopped for a minute.
+// Here 20000 datagrams of 1200 bytes are written while the server reads nothing: every
+// write must return (sent into the buffer, or dropped).
+func TestDroneRelayWritesDoNotBlock(t *testing.T) {
+	f := startFakeNATS(t)
+	d, err := relay.Listen(relay.Config{URLs: []string{f.URL()}, DroneID: "drone-7", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	c := f.next(t)
+	c.deliver(t, "dronelink.drone-7.down.alice.1", []byte("\x14hello"))
+	buf := make([]byte, link.ReadBufferSize)
+	_, peer, err := d.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resume := c.pause(t)
+	done := make(chan int)
+	go func() {
+		datagram := bytes.Repeat([]byte{0x14}, link.MaxDatagramSize)
+		failed := 0
+		for range 20000 {
+			if d.WriteTo(datagram, peer) != nil {
+				failed++
+			}
+		}
+		done <- failed
+	}()
+	select {
+	case failed := <-done:
+		t.Logf("%d of 20000 writes dropped while the server read nothing", failed)
+	case <-time.After(20 * time.Second):
+		resume()
+		<-done
+		t.Fatal("a write to the relay blocked for more than 20 s while the server read nothing")
+	}
+}
+
+// TestUplinkFloodKeepsLiveDownlinks: the drone remembers at most DefaultMaxPeers downlink
+// subjects, and a new one evicted the least recently heard. Anyone allowed to publish on a
+// drone's uplink (here bob, an operator of drone-8 in the shipped server configuration; no
+// PSK or dronelink key needed) makes up one reply subject per message: 3 x 4096 one-byte
+// messages cut alice, logged in through the relay but quiet for a moment, off her
+// telemetry and acknowledgements (DropUnknownPeer) until she next sends, and again after
+// every next 4096. The drone must not forget a downlink it is answering.
+func TestUplinkFloodKeepsLiveDownlinks(t *testing.T) {
+	conf, seeds := exampleConfig(t)
+	ns := startNATS(t, conf)
+	urls := []string{ns.ClientURL()}
+	d := startDrone(t, urls, "drone-8", nkeyCreds(seeds["drone-8"], ""))
+
+	telemetry := make(chan string, 16)
+	conn, err := relay.Dial(relay.Config{URLs: urls, DroneID: "drone-8", Creds: nkeyCreds(seeds["alice"], "alice"), Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := operatorConfig(conn, relay.DroneAddr, "alice")
+	cfg.OnTelemetry = func(p []byte) { telemetry <- string(p) }
+	cfg.KeepaliveInterval = time.Minute // quiet during the test; the flood takes well under that
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	alice, err := link.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+
+	bob := rawNATS(t, ns.ClientURL(), seeds["bob"])
+	handled := func() uint64 { // flood messages the drone is done with: link drops plus relay drops
+		n := d.hooks.Drop(link.DropMalformed)
+		for i := range d.rhooks.drops {
+			n += uint64(d.rhooks.drops[i].Load())
+		}
+		return n
+	}
+	const batch, batches = 1024, 3 * relay.DefaultMaxPeers / 1024
+	for b := range batches {
+		before := handled()
+		for i := range batch {
+			reply := fmt.Sprintf("dronelink.drone-8.down.bob.%d", b*batch+i)
+			if err := bob.PublishRequest("dronelink.drone-8.up", reply, []byte{0}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := bob.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.After(20 * time.Second)
+		for handled() < before+batch { // each drop signals one of the hooks' changed
+			select {
+			case <-d.hooks.changed:
+			case <-d.rhooks.changed:
+			case <-deadline:
+				t.Fatalf("the drone handled %d of a batch of %d flood messages", handled()-before, batch)
+			}
+		}
+	}
+
+	unknown := d.rhooks.drop(relay.DropUnknownPeer)
+	if _, err := d.server.Broadcast([]byte("alt=120")); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.rhooks.drop(relay.DropUnknownPeer) - unknown; n != 0 {
+		t.Fatalf("after a flood of made-up reply subjects the drone no longer knows alice's downlink: %d datagrams to her dropped", n)
+	}
+	select {
+	case got := <-telemetry:
+		if got != "alt=120" {
+			t.Errorf("telemetry %q", got)
+		}
+	case <-ctx.Done():
+		t.Fatal("no telemetry reached alice after the flood")
+	}
+}
+
+// rawNATS is a plain NATS client presenting seed.
+func rawNATS(t *testing.T, url, seed string) *nats.Conn {
+	t.Helper()
+	opt, err := nats.NkeyOptionFromSeed(writeSeed(t, seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url, opt, nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// TestDroneHearsAgainAfterPermissionsRestored: the relay's administrator takes the drone's
+// subscribe permission away (a mistake in a reload, or on purpose) and gives it back. The
+// server drops the subscription at the first reload; on 0a207a1 the drone waited for a
+// reconnection to subscribe again, which never comes while the TCP connection lives: the
+// drone stayed deaf on the relay until it or the server restarted. It must hear its
+// uplink again once the permission is back.
+func TestDroneHearsAgainAfterPermissionsRestored(t *testing.T) {
+	conf, seeds := exampleConfig(t)
+	dir := t.TempDir()
+	ns, err := natstest.StartEmbedded(dir, conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	reload := func(c string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, "embedded.conf"), []byte(c), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := ns.Reload(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := startDrone(t, []string{ns.ClientURL()}, "drone-7", nkeyCreds(seeds["drone-7"], ""))
+	alice := rawNATS(t, ns.ClientURL(), seeds["alice"])
+	send := func() {
+		t.Helper()
+		if err := alice.PublishRequest("dronelink.drone-7.up", "dronelink.drone-7.down.alice.1", []byte{0xff}); err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send()
+	d.hooks.waitDrop(t, link.DropMalformed, 1)
+
+	allow := `subscribe: { allow: ["dronelink.drone-7.up"] }`
+	if !strings.Contains(conf, allow) {
+		t.Fatalf("the example config has no %s", allow)
+	}
+	reload(strings.Replace(conf, allow, `subscribe: { allow: ["dronelink.drone-7.nothing"] }`, 1))
+	d.rhooks.waitDrop(t, relay.DropPermission, 1) // the server told the drone
+	reload(conf)
+
+	// Send until the drone hears again: it learns of the restored permission only by
+	// trying, so nothing here can wait for an event of its own.
+	heard := d.hooks.Drop(link.DropMalformed)
+	deadline := time.After(20 * time.Second)
+	for d.hooks.Drop(link.DropMalformed) == heard {
+		send()
+		select {
+		case <-d.hooks.changed:
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("the drone is still deaf on the relay 20 s after its permission was restored (state %+v)", d.relay.State())
+		}
+	}
+}
