@@ -40,7 +40,8 @@ type ServerConfig struct {
 	Conn PacketConn
 	// Extra are further sockets served beside Conn, each by a reader of its own (the NATS
 	// relay): one set of sessions and limits across all of them, each peer answered on the
-	// socket that owns its address (see ExtraConn). Run closes them when it returns.
+	// socket that owns its address (see ExtraConn). An Extra socket that fails does not end
+	// Run (it is logged); Conn's does. Run closes them when it returns.
 	Extra []ExtraConn
 	// PSK is the fleet pre-shared key.
 	PSK crypto.PSK
@@ -288,10 +289,18 @@ func (s *Server) Run(ctx context.Context) error {
 	s.up.Start(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.timerLoop(ctx) })
-	readErr := make(chan error, 1+len(s.cfg.Extra))
+	readErr := make(chan error, 1)
 	wg.Go(func() { readErr <- s.readLoop(s.cfg.Conn) })
 	for _, c := range s.cfg.Extra {
-		wg.Go(func() { readErr <- s.readLoop(c) })
+		wg.Go(func() {
+			// An extra socket (the relay) is served beside Conn: when it fails or is closed
+			// under the server (a broker that ended the connection), Conn's operators and
+			// the other sockets' are served on; only Conn's end ends the server.
+			err := s.readLoop(c)
+			if ctx.Err() == nil {
+				s.cfg.Logger.Error("a socket stopped: serving on the others", "socket", c.LocalAddr(), "err", err)
+			}
+		})
 	}
 
 	var err error
