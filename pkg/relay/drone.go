@@ -34,7 +34,6 @@ var (
 // use; ReadFrom is meant for one reader.
 type DroneConn struct {
 	*natsConn
-	sub      *nats.Subscription
 	prefix   string   // DownlinkPrefix of the drone id
 	net      [6]byte  // the /48 of the synthetic addresses: 0xfd and 40 random bits (RFC 4193)
 	key      [32]byte // keys the hash from a subject to its address
@@ -81,11 +80,11 @@ func Listen(cfg Config) (*DroneConn, error) {
 	if d.natsConn, err = dial(cfg); err != nil {
 		return nil, err
 	}
-	if d.sub, err = d.subscribe(UplinkSubject(cfg.DroneID)); err != nil {
+	if err = d.subscribe(UplinkSubject(cfg.DroneID)); err != nil {
 		d.close()
 		return nil, err
 	}
-	go d.watchDrops(d.sub)
+	go d.watchDrops()
 	return d, nil
 }
 
@@ -94,7 +93,7 @@ func Listen(cfg Config) (*DroneConn, error) {
 // subject of this drone are dropped and counted, cheapest checks first.
 func (d *DroneConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 	for {
-		msg, err := d.nextMsg(d.sub)
+		msg, err := d.nextMsg()
 		if err != nil {
 			if errors.Is(err, nats.ErrNoResponders) {
 				continue // not ours to hear: nothing the drone sends asks for responders
@@ -186,7 +185,7 @@ func (d *DroneConn) WriteTo(b []byte, addr netip.AddrPort) error {
 		d.cfg.Hooks.Dropped(DropUnknownPeer)
 		return errUnknownPeer
 	}
-	if err := d.nc.Publish(p.subject, b); err != nil {
+	if err := d.nc().Publish(p.subject, b); err != nil {
 		d.cfg.Hooks.Dropped(DropPublish)
 		if d.closed.Load() {
 			return errClosed
