@@ -27,6 +27,10 @@ const (
 	DefaultPingInterval = 5 * time.Second
 	// MaxPingsOutstanding is the number of unanswered pings that end a connection.
 	MaxPingsOutstanding = 3
+	// FlusherTimeout bounds a write of the client library to the server's connection (its
+	// default is a minute); a write that takes longer ends the connection, and the client
+	// reconnects.
+	FlusherTimeout = 5 * time.Second
 	// ReconnectBufferSize bounds what the client keeps for the server while reconnecting:
 	// a few seconds of a session's datagrams; older traffic is no use to anyone.
 	ReconnectBufferSize = 256 << 10
@@ -176,6 +180,7 @@ func (c *natsConn) connect() (*nats.Conn, error) {
 		nats.ReconnectJitter(cfg.ReconnectWait/4, cfg.ReconnectWait/4),
 		nats.PingInterval(cfg.PingInterval),
 		nats.MaxPingsOutstanding(MaxPingsOutstanding),
+		nats.FlusherTimeout(FlusherTimeout),
 		nats.ReconnectBufSize(ReconnectBufferSize),
 		nats.NoEcho(),
 		nats.PermissionErrOnSubscribe(true),

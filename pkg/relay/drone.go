@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -24,10 +25,24 @@ const DefaultMaxPeers = 4096
 // peerPort is the port of every synthetic address; the address alone tells peers apart.
 const peerPort = 1
 
+// WriteQueue bounds the drone's datagrams that wait for the NATS client (about a second of
+// a busy drone's traffic). WriteTo never waits: beyond the queue a datagram is dropped
+// (DropBacklog), as a full UDP socket would drop it, so a server that takes them slowly or
+// not at all costs datagrams, never the drone's writers (its command executor, login
+// workers and telemetry, which serve the UDP socket's operators too).
+const WriteQueue = 1024
+
 var (
 	errClosed      = fmt.Errorf("relay: %w", net.ErrClosed)
 	errUnknownPeer = errors.New("relay: no downlink subject for this address (forgotten)")
+	errBacklog     = errors.New("relay: too many datagrams wait for the NATS server (dropped)")
 )
+
+// outDatagram is a datagram waiting for the NATS client.
+type outDatagram struct {
+	subject string
+	data    []byte
+}
 
 // DroneConn is the drone's end of the relay: a link.ExtraConn that reads the drone's
 // uplink subject and answers each operator on its downlink subject. Safe for concurrent
@@ -42,6 +57,12 @@ type DroneConn struct {
 	mu        sync.RWMutex
 	bySubject map[string]*peer
 	byAddr    map[netip.AddrPort]*peer
+
+	out        chan outDatagram // to writeLoop
+	stop       chan struct{}    // closed by Close: writeLoop returns
+	writerDone chan struct{}
+	stopOnce   sync.Once
+	stopping   atomic.Bool
 }
 
 // peer is one downlink subject and its synthetic address.
@@ -65,10 +86,13 @@ func Listen(cfg Config) (*DroneConn, error) {
 		cfg.Name = "dronelinkd " + cfg.DroneID
 	}
 	d := &DroneConn{
-		prefix:    DownlinkPrefix(cfg.DroneID),
-		maxPeers:  DefaultMaxPeers,
-		bySubject: make(map[string]*peer),
-		byAddr:    make(map[netip.AddrPort]*peer),
+		prefix:     DownlinkPrefix(cfg.DroneID),
+		maxPeers:   DefaultMaxPeers,
+		bySubject:  make(map[string]*peer),
+		byAddr:     make(map[netip.AddrPort]*peer),
+		out:        make(chan outDatagram, WriteQueue),
+		stop:       make(chan struct{}),
+		writerDone: make(chan struct{}),
 	}
 	d.net[0] = 0xfd
 	if _, err := rand.Read(d.net[1:]); err != nil {
@@ -85,7 +109,29 @@ func Listen(cfg Config) (*DroneConn, error) {
 		return nil, err
 	}
 	go d.watchDrops()
+	go d.writeLoop()
 	return d, nil
+}
+
+// writeLoop hands the queued datagrams to the NATS client until Close.
+func (d *DroneConn) writeLoop() {
+	defer close(d.writerDone)
+	for {
+		select {
+		case m := <-d.out:
+			d.publish(m)
+		case <-d.stop:
+			return
+		}
+	}
+}
+
+// publish hands one datagram to the NATS client. It may wait while the client writes to
+// the server's connection (at most FlusherTimeout).
+func (d *DroneConn) publish(m outDatagram) {
+	if err := d.nc().Publish(m.subject, m.data); err != nil {
+		d.cfg.Hooks.Dropped(DropPublish)
+	}
 }
 
 // ReadFrom implements link.PacketConn: the next uplink datagram and the synthetic address
@@ -176,8 +222,12 @@ func (d *DroneConn) Owns(addr netip.AddrPort) bool {
 	return [6]byte(b[:6]) == d.net
 }
 
-// WriteTo implements link.PacketConn: it publishes b on the downlink subject of addr.
+// WriteTo implements link.PacketConn: it queues b for publication on the downlink subject
+// of addr, without waiting (WriteQueue).
 func (d *DroneConn) WriteTo(b []byte, addr netip.AddrPort) error {
+	if d.stopping.Load() {
+		return errClosed
+	}
 	d.mu.RLock()
 	p := d.byAddr[addr]
 	d.mu.RUnlock()
@@ -185,14 +235,13 @@ func (d *DroneConn) WriteTo(b []byte, addr netip.AddrPort) error {
 		d.cfg.Hooks.Dropped(DropUnknownPeer)
 		return errUnknownPeer
 	}
-	if err := d.nc().Publish(p.subject, b); err != nil {
-		d.cfg.Hooks.Dropped(DropPublish)
-		if d.closed.Load() {
-			return errClosed
-		}
-		return fmt.Errorf("relay: publish: %w", err)
+	select {
+	case d.out <- outDatagram{subject: p.subject, data: bytes.Clone(b)}:
+		return nil
+	default:
+		d.cfg.Hooks.Dropped(DropBacklog)
+		return errBacklog
 	}
-	return nil
 }
 
 // Subject is the downlink subject of a peer address, if the conn knows it: for logs and
@@ -213,9 +262,23 @@ func (d *DroneConn) LocalAddr() netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom16(a), 0)
 }
 
-// Close implements link.PacketConn: it flushes what was published and closes the NATS
-// connection. Safe to call more than once.
+// Close implements link.PacketConn: it publishes what is queued (the drone's last words to
+// its operators), flushes it and closes the NATS connection. Safe to call more than once.
 func (d *DroneConn) Close() error {
+	d.stopOnce.Do(func() {
+		d.stopping.Store(true)
+		close(d.stop)
+		<-d.writerDone
+		for {
+			select {
+			case m := <-d.out:
+				d.publish(m)
+				continue
+			default:
+			}
+			break
+		}
+	})
 	d.close()
 	return nil
 }

@@ -24,11 +24,14 @@ const (
 	DropPermission
 	// DropNoResponders: (operator) nobody subscribes to the drone's uplink subject.
 	DropNoResponders
+	// DropBacklog: (drone) WriteQueue datagrams already wait for the NATS server, which
+	// takes them too slowly (a congested link, or a server that stopped reading).
+	DropBacklog
 	numDropReasons
 )
 
 var dropReasonNames = [numDropReasons]string{
-	"bad_reply", "oversize", "empty", "unknown_peer", "publish_failed", "slow_consumer", "permission", "no_responders",
+	"bad_reply", "oversize", "empty", "unknown_peer", "publish_failed", "slow_consumer", "permission", "no_responders", "backlog",
 }
 
 // String is the reason's metric label.
