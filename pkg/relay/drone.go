@@ -19,8 +19,17 @@ import (
 )
 
 // DefaultMaxPeers bounds the downlink subjects a drone remembers: far above the link's
-// session limit, so that only a flood of made-up reply subjects evicts a live one.
+// session limit. When it is reached, a new subject takes the place of one the drone never
+// answered, else of one it has not answered for PeerKeepTime; a subject it answered
+// within that time (an operator in a session hears at least the drone's keepalives) is
+// never forgotten, and a new subject is dropped instead (DropPeerTable). Anyone allowed to
+// publish on the uplink can make up reply subjects, without any dronelink secret, and the
+// drone answers none of them: they take each other's places, never an operator's.
 const DefaultMaxPeers = 4096
+
+// PeerKeepTime is how long a downlink subject the drone answered is kept for sure: the
+// link's idle time, after which the drone forgets the session too.
+const PeerKeepTime = link.SessionIdleTimeout
 
 // peerPort is the port of every synthetic address; the address alone tells peers apart.
 const peerPort = 1
@@ -57,6 +66,9 @@ type DroneConn struct {
 	mu        sync.RWMutex
 	bySubject map[string]*peer
 	byAddr    map[netip.AddrPort]*peer
+	// unanswered lists peers in the order they were added, those the drone had not
+	// answered when evictLocked last looked at them first: the first to go.
+	unanswered []*peer
 
 	out        chan outDatagram // to writeLoop
 	stop       chan struct{}    // closed by Close: writeLoop returns
@@ -67,9 +79,10 @@ type DroneConn struct {
 
 // peer is one downlink subject and its synthetic address.
 type peer struct {
-	subject string
-	addr    netip.AddrPort
-	heard   atomic.Int64 // unix nanoseconds of its latest datagram
+	subject  string
+	addr     netip.AddrPort
+	heard    atomic.Int64 // unix nanoseconds of its latest datagram
+	answered atomic.Int64 // unix nanoseconds of the drone's latest datagram to it; 0: never
 }
 
 var _ link.ExtraConn = (*DroneConn)(nil)
@@ -154,49 +167,76 @@ func (d *DroneConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 		case !validDownlink(msg.Reply, d.prefix):
 			d.cfg.Hooks.Dropped(DropBadReply)
 		default:
-			return copy(b, msg.Data), d.peerFor(msg.Reply), nil
+			addr, ok := d.peerFor(msg.Reply)
+			if !ok {
+				d.cfg.Hooks.Dropped(DropPeerTable)
+				continue
+			}
+			return copy(b, msg.Data), addr, nil
 		}
 	}
 }
 
-// peerFor is the synthetic address of a valid downlink subject, remembering it.
-func (d *DroneConn) peerFor(subject string) netip.AddrPort {
+// peerFor is the synthetic address of a valid downlink subject, remembering it; false when
+// the drone remembers as many as it may, none of which it may forget (DefaultMaxPeers).
+func (d *DroneConn) peerFor(subject string) (netip.AddrPort, bool) {
 	now := time.Now().UnixNano()
 	d.mu.RLock()
 	p := d.bySubject[subject]
 	d.mu.RUnlock()
 	if p != nil {
 		p.heard.Store(now)
-		return p.addr
+		return p.addr, true
 	}
 	p = &peer{subject: subject, addr: d.addrOf(subject)}
 	p.heard.Store(now)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if q := d.bySubject[subject]; q != nil { // another reader's, meanwhile
-		return q.addr
+		return q.addr, true
 	}
-	if len(d.bySubject) >= d.maxPeers {
-		d.evictLocked()
+	if len(d.bySubject) >= d.maxPeers && !d.evictLocked(now) {
+		return netip.AddrPort{}, false
 	}
 	d.bySubject[subject] = p
 	d.byAddr[p.addr] = p
+	d.unanswered = append(d.unanswered, p)
 	d.cfg.Logger.Debug("relay: new downlink", "subject", subject, "addr", p.addr)
-	return p.addr
+	return p.addr, true
 }
 
-// evictLocked forgets the least recently heard peer. d.mu must be held for writing.
-func (d *DroneConn) evictLocked() {
+// evictLocked forgets one peer to make room and reports whether it found one it may
+// forget: the oldest one the drone never answered (in O(1) amortised: the flood of a
+// publisher who makes up reply subjects costs no scan of the table), else the least
+// recently heard of those it has not answered for PeerKeepTime. d.mu must be held for
+// writing.
+func (d *DroneConn) evictLocked(now int64) bool {
+	for len(d.unanswered) > 0 {
+		p := d.unanswered[0]
+		d.unanswered[0] = nil
+		d.unanswered = d.unanswered[1:]
+		if d.bySubject[p.subject] == p && p.answered.Load() == 0 {
+			d.forgetLocked(p)
+			return true
+		}
+	}
 	var oldest *peer
 	for _, p := range d.bySubject {
-		if oldest == nil || p.heard.Load() < oldest.heard.Load() {
+		if now-p.answered.Load() >= int64(PeerKeepTime) && (oldest == nil || p.heard.Load() < oldest.heard.Load()) {
 			oldest = p
 		}
 	}
-	if oldest != nil {
-		delete(d.bySubject, oldest.subject)
-		delete(d.byAddr, oldest.addr)
+	if oldest == nil {
+		return false
 	}
+	d.forgetLocked(oldest)
+	return true
+}
+
+// forgetLocked removes p from the tables. d.mu must be held for writing.
+func (d *DroneConn) forgetLocked(p *peer) {
+	delete(d.bySubject, p.subject)
+	delete(d.byAddr, p.addr)
 }
 
 // addrOf is subject's synthetic address: the conn's /48 and 80 bits of HMAC-SHA256 of the
@@ -235,6 +275,7 @@ func (d *DroneConn) WriteTo(b []byte, addr netip.AddrPort) error {
 		d.cfg.Hooks.Dropped(DropUnknownPeer)
 		return errUnknownPeer
 	}
+	p.answered.Store(time.Now().UnixNano())
 	select {
 	case d.out <- outDatagram{subject: p.subject, data: bytes.Clone(b)}:
 		return nil
