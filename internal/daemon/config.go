@@ -263,7 +263,8 @@ func (c *Config) validate() error {
 	} else {
 		urls, err := relay.ParseURLs(c.Relay)
 		if err != nil {
-			return c.invalid("relay", "value", strconv.Quote(c.Relay), err.Error())
+			// Never the value itself: it may hold a password or token (ParseURLs says so).
+			return c.invalid("relay", "value", strconv.Quote(relay.RedactURLs(c.Relay)), err.Error())
 		}
 		c.relayURLs = urls
 		if c.DroneID == "" {

@@ -37,3 +37,21 @@ func TestParseURLsNeverQuotesCredentials(t *testing.T) {
 		}
 	}
 }
+
+// TestRedactURLs: RedactURLs keeps what an error needs to name a URL, never a password or
+// token, whatever the form.
+func TestRedactURLs(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://relay:4222":                         "nats://relay:4222",
+		"nats://alice:pw@relay:4222":                "nats://REDACTED@relay:4222",
+		"alice:pw@relay:4222":                       "REDACTED@relay:4222",
+		"nats:alice:pw@relay:4222":                  "nats:REDACTED@relay:4222",
+		"nats://a:pw@r1:4222,tls://tok@r2:4222/x?y": "nats://REDACTED@r1:4222,tls://REDACTED@r2:4222/x?y",
+		"nats://a:p@w@relay:4222":                   "nats://REDACTED@relay:4222",
+		"nats://r1:4222, NATS:tok@r2:4222":          "nats://r1:4222, NATS:REDACTED@r2:4222",
+	} {
+		if got := relay.RedactURLs(in); got != want {
+			t.Errorf("RedactURLs(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
