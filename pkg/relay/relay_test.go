@@ -17,24 +17,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// dialRelay connects user's link.Client to drone id through the relay at urls.
-func dialRelay(t *testing.T, urls []string, id, user string, creds *relay.Creds) (*link.Client, *relay.OperatorConn) {
-	t.Helper()
-	conn, err := relay.Dial(relay.Config{URLs: urls, DroneID: id, Creds: creds, Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := link.Dial(ctx, operatorConfig(conn, relay.DroneAddr, user))
-	if err != nil {
-		conn.Close()
-		t.Fatalf("dial through the relay: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c, conn
-}
-
 // TestSessionThroughRelay: an operator behind NATS logs in, commands and hears telemetry
 // exactly as over UDP, while another operator uses the drone's UDP socket; the drone sees
 // one table of sessions and answers each on its own transport.
