@@ -358,3 +358,45 @@ func TestDroneHearsAgainAfterPermissionsRestored(t *testing.T) {
 		}
 	}
 }
+
+// TestOperatorSessionSurvivesNoResponders: NATS answers an operator's datagram with "no
+// responders" when no drone subscribes to the uplink (the drone restarting, or its LTE
+// link down). Before the first session that fails the dial at once (TestNoDroneServesID);
+// afterwards it must not end the operator's client: a relay that drops traffic makes the
+// link lost, and the client sets up a new session when the drone is back.
+func TestOperatorSessionSurvivesNoResponders(t *testing.T) {
+	conf, seeds := exampleConfig(t)
+	ns := startNATS(t, conf)
+	urls := []string{ns.ClientURL()}
+	d := startDrone(t, urls, "drone-7", nkeyCreds(seeds["drone-7"], ""))
+	ahooks := newRelayHooks()
+	conn, err := relay.Dial(relay.Config{URLs: urls, DroneID: "drone-7", Creds: nkeyCreds(seeds["alice"], "alice"), Hooks: ahooks, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := operatorConfig(conn, relay.DroneAddr, "alice")
+	cfg.KeepaliveInterval = 50 * time.Millisecond // the link is found lost quickly
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	alice, err := link.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	if ack, err := alice.Command(ctx, []byte("one")); err != nil || ack.Status != link.AckOK {
+		t.Fatalf("first command: %+v %v", ack, err)
+	}
+
+	d.relay.Close() // the drone leaves the relay (its LTE link is down); it serves UDP on
+	ahooks.waitDrop(t, relay.DropNoResponders, 1)
+	startDrone(t, urls, "drone-7", nkeyCreds(seeds["drone-7"], ""))
+	// The first command after the outage may meet the new drone before the new session
+	// (answered "restarted": it cannot tell it from one issued before it started); the
+	// client must answer it at all, and the next one must run.
+	if _, err := alice.Command(ctx, []byte("two")); err != nil {
+		t.Fatalf("the operator's client gave up after no responders: %v", err)
+	}
+	if ack, err := alice.Command(ctx, []byte("three")); err != nil || ack.Status != link.AckOK {
+		t.Fatalf("command after the drone came back: %+v %v", ack, err)
+	}
+}
