@@ -141,9 +141,10 @@ type natsConn struct {
 	// (the client library marks the subscription, but does not wake a reader that waits).
 	readCtx    context.Context
 	readCancel atomic.Pointer[context.CancelFunc]
-	// permLog limits the log of permission refusals the server reports (one per refused
-	// subscription attempt, every resubscribeInterval).
-	permLog *ratelog.Limiter
+	// errLog limits the log of the errors the server reports: permission refusals (one per
+	// refused subscription attempt, every resubscribeInterval) and refused credentials (one
+	// per reconnection attempt, several a second, while an administrator fixes them).
+	errLog *ratelog.Limiter
 
 	// subscribed: subscribe succeeded. Before, a refusal is subscribe's error to return,
 	// not the error handler's to log as well.
@@ -156,7 +157,7 @@ type natsConn struct {
 
 // dial connects to the servers of cfg.
 func dial(cfg Config) (*natsConn, error) {
-	c := &natsConn{cfg: cfg, reconnected: make(chan struct{}, 1), permLog: ratelog.New(cfg.Logger, time.Minute)}
+	c := &natsConn{cfg: cfg, reconnected: make(chan struct{}, 1), errLog: ratelog.New(cfg.Logger, time.Minute)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	nc, err := c.connect()
 	if err != nil {
@@ -268,11 +269,11 @@ func (c *natsConn) onError(_ *nats.Conn, _ *nats.Subscription, err error) {
 			(*cancel)() // the reader looks at its subscription again
 		}
 		const msg = "relay: the NATS server refused an operation (check the user's permissions)"
-		if n, ok := c.permLog.Allow(msg); ok {
+		if n, ok := c.errLog.Allow(msg); ok {
 			c.cfg.Logger.Error(msg, "err", err, "suppressed", n)
 		}
 	default:
-		c.cfg.Logger.Warn("relay: NATS error", "err", err)
+		c.errLog.Warn("relay: NATS error", "err", err)
 	}
 }
 
