@@ -3,6 +3,7 @@ package relay_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -282,13 +283,14 @@ func TestUplinkFloodKeepsLiveDownlinks(t *testing.T) {
 }
 
 // rawNATS is a plain NATS client presenting seed.
-func rawNATS(t *testing.T, url, seed string) *nats.Conn {
+func rawNATS(t *testing.T, url, seed string, more ...nats.Option) *nats.Conn {
 	t.Helper()
 	opt, err := nats.NkeyOptionFromSeed(writeSeed(t, seed))
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(url, opt, nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	opts := append([]nats.Option{opt, nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})}, more...)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,5 +400,136 @@ func TestOperatorSessionSurvivesNoResponders(t *testing.T) {
 	}
 	if ack, err := alice.Command(ctx, []byte("three")); err != nil || ack.Status != link.AckOK {
 		t.Fatalf("command after the drone came back: %+v %v", ack, err)
+	}
+}
+
+// TestExamplePermissionsAgainstNATSUsers: what the shipped server configuration lets a NATS
+// user of the fleet do beyond TestExamplePermissions, with raw NATS clients.
+//
+//   - An operator cannot widen its subscriptions: wildcards over other operators'
+//     downlinks, the whole tree, _INBOX, a drone's uplink are refused.
+//   - A drone cannot be made to answer on another drone's downlink through a reply
+//     subject: the configuration grants no allow_responses, so drone-7 may publish on its
+//     own downlinks only, whatever reply subject a message names.
+//   - The reply subject itself is the publisher's choice (NATS's publish permissions do not
+//     cover it): alice can name bob's downlink, and drone-8 then answers there. Only the
+//     link's own checks protect bob (his client drops what fails the PSK MAC or the AEAD).
+//   - "No responders" tells an operator allowed to publish on a drone's uplink whether a
+//     drone serves that id; NATS delivers it only to the publisher itself, so it cannot be
+//     aimed at another operator's downlink.
+func TestExamplePermissionsAgainstNATSUsers(t *testing.T) {
+	conf, seeds := exampleConfig(t)
+	ns := startNATS(t, conf)
+	url := ns.ClientURL()
+	alice, bob := rawNATS(t, url, seeds["alice"], nats.PermissionErrOnSubscribe(true)), rawNATS(t, url, seeds["bob"])
+	d7, d8 := rawNATS(t, url, seeds["drone-7"]), rawNATS(t, url, seeds["drone-8"])
+
+	for _, subject := range []string{"dronelink.*.down.>", "dronelink.drone-8.down.*.>", "dronelink.>", ">", "_INBOX.>",
+		"dronelink.drone-8.up", "dronelink.*.up", "dronelink.drone-8.down.bob.1"} {
+		sub, err := alice.SubscribeSync(subject)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sub.NextMsg(0); !errors.Is(err, nats.ErrPermissionViolation) {
+			t.Errorf("alice subscribed to %s: %v", subject, err)
+		}
+		_ = sub.Unsubscribe()
+	}
+
+	flushAll := func(ncs ...*nats.Conn) {
+		t.Helper()
+		for _, nc := range ncs {
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// heard says whether sub got a message since the last call: the publisher flushed, and
+	// once a flush of the subscriber's connection returns, a delivered message is queued.
+	heard := func(nc *nats.Conn, sub *nats.Subscription) bool {
+		t.Helper()
+		flushAll(nc)
+		n, _, err := sub.Pending()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range n {
+			if _, err := sub.NextMsg(time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return n > 0
+	}
+	up7, err := d7.SubscribeSync("dronelink.drone-7.up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up8, err := d8.SubscribeSync("dronelink.drone-8.up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobDown, err := bob.SubscribeSync("dronelink.drone-8.down.bob.n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flushAll(d7, d8, bob)
+
+	// A reply subject on drone-8's downlink, sent to drone-7: drone-7 may not answer there.
+	if err := alice.PublishRequest("dronelink.drone-7.up", "dronelink.drone-8.down.bob.n1", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	flushAll(alice)
+	msg, err := up7.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d7.Publish(msg.Reply, []byte("drone-7 posing as drone-8")); err != nil {
+		t.Fatal(err)
+	}
+	flushAll(d7)
+	if heard(bob, bobDown) {
+		t.Error("drone-7 answered on drone-8's downlink through a reply subject")
+	}
+
+	// The same reply subject sent to drone-8: drone-8 answers bob, who never asked.
+	if err := alice.PublishRequest("dronelink.drone-8.up", "dronelink.drone-8.down.bob.n1", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	flushAll(alice)
+	if msg, err = up8.NextMsg(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if msg.Reply != "dronelink.drone-8.down.bob.n1" {
+		t.Fatalf("reply subject %q", msg.Reply)
+	}
+	if err := d8.Publish(msg.Reply, []byte("answer")); err != nil {
+		t.Fatal(err)
+	}
+	flushAll(d8)
+	if !heard(bob, bobDown) {
+		t.Error("control: drone-8's answer on the reply subject alice chose did not reach bob")
+	}
+
+	// No responders: to the publisher only.
+	probe, err := alice.SubscribeSync("dronelink.drone-9.down.alice.p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flushAll(alice)
+	if err := alice.PublishRequest("dronelink.drone-9.up", "dronelink.drone-9.down.alice.p", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := probe.NextMsg(10 * time.Second); !errors.Is(err, nats.ErrNoResponders) {
+		t.Errorf("probe of a drone id nobody serves: %v, want no responders", err)
+	}
+	if err := alice.PublishRequest("dronelink.drone-9.up", "dronelink.drone-8.down.bob.n1", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	flushAll(alice)
+	if heard(bob, bobDown) {
+		t.Error("a no-responders status reached bob's downlink, named as another's reply subject")
 	}
 }
