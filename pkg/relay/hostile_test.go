@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -531,5 +532,186 @@ func TestExamplePermissionsAgainstNATSUsers(t *testing.T) {
 	flushAll(alice)
 	if heard(bob, bobDown) {
 		t.Error("a no-responders status reached bob's downlink, named as another's reply subject")
+	}
+}
+
+// spy records every message on dronelink.> of a NATS server without permissions: what the
+// relay's operator sees.
+type spy struct {
+	mu   sync.Mutex
+	msgs []*nats.Msg
+}
+
+func startSpy(t *testing.T, url string) (*spy, *nats.Conn) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	s := &spy{}
+	if _, err := nc.Subscribe("dronelink.>", func(m *nats.Msg) {
+		s.mu.Lock()
+		s.msgs = append(s.msgs, m)
+		s.mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return s, nc
+}
+
+func (s *spy) uplink() []*nats.Msg {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*nats.Msg
+	for _, m := range s.msgs {
+		if strings.HasSuffix(m.Subject, ".up") {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// TestRelaySeesSealedDatagramsOnly: the relay's operator, who sees every message, finds in
+// them neither the password, nor the command, nor its acknowledgement, nor the telemetry:
+// only dronelink datagrams, each starting with the native protocol's first byte.
+func TestRelaySeesSealedDatagramsOnly(t *testing.T) {
+	ns := startNATS(t, "")
+	url := ns.ClientURL()
+	sp, spyConn := startSpy(t, url)
+	d := startDrone(t, []string{url}, "drone-7", nil)
+	telemetry := make(chan string, 4)
+	conn, err := relay.Dial(relay.Config{URLs: []string{url}, DroneID: "drone-7", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := operatorConfig(conn, relay.DroneAddr, "alice")
+	cfg.OnTelemetry = func(p []byte) { telemetry <- string(p) }
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	alice, err := link.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	if ack, err := alice.Command(ctx, []byte("take off to 120 m")); err != nil || ack.Status != link.AckOK {
+		t.Fatalf("command: %+v %v", ack, err)
+	}
+	if _, err := d.server.Broadcast([]byte("altitude 119.5 m")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-telemetry:
+	case <-ctx.Done():
+		t.Fatal("no telemetry")
+	}
+	if err := spyConn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if len(sp.msgs) < 6 {
+		t.Fatalf("the spy saw %d messages", len(sp.msgs))
+	}
+	for _, m := range sp.msgs {
+		for _, secret := range []string{"alice-pw", "take off", "done take off", "altitude"} {
+			if bytes.Contains(m.Data, []byte(secret)) {
+				t.Errorf("%s carries %q in clear", m.Subject, secret)
+			}
+		}
+		if len(m.Data) == 0 || m.Data[0]>>4 != 1 || m.Data[0]&0xf < 1 || m.Data[0]&0xf > 6 {
+			t.Errorf("%s carries something else than a dronelink datagram: % x", m.Subject, m.Data[:min(8, len(m.Data))])
+		}
+	}
+}
+
+// TestRelayOperatorReplaysAndRedirects: the relay's operator holds every datagram of a
+// session and publishes each again, three times: with its own reply subject, with the
+// reply subject of a downlink of its own, and in reverse order. The drone counts each as a
+// drop (stale initiation, replayed data, unknown session), executes the command once, and
+// keeps answering the operator on its own downlink (a replay never moves the session).
+func TestRelayOperatorReplaysAndRedirects(t *testing.T) {
+	ns := startNATS(t, "")
+	url := ns.ClientURL()
+	sp, spyConn := startSpy(t, url)
+	d := startDrone(t, []string{url}, "drone-7", nil)
+	telemetry := make(chan string, 4)
+	conn, err := relay.Dial(relay.Config{URLs: []string{url}, DroneID: "drone-7", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := operatorConfig(conn, relay.DroneAddr, "alice")
+	cfg.OnTelemetry = func(p []byte) { telemetry <- string(p) }
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	alice, err := link.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	if ack, err := alice.Command(ctx, []byte("take off")); err != nil || ack.Status != link.AckOK {
+		t.Fatalf("command: %+v %v", ack, err)
+	}
+	if err := spyConn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	recorded := sp.uplink()
+	if len(recorded) < 3 {
+		t.Fatalf("recorded %d uplink datagrams", len(recorded))
+	}
+	drops := func() uint64 {
+		var n uint64
+		for _, r := range []link.DropReason{link.DropStale, link.DropReplay, link.DropUnknownSession, link.DropDecrypt} {
+			n += d.hooks.Drop(r)
+		}
+		return n
+	}
+	before := drops()
+	var replays []*nats.Msg
+	for _, m := range recorded {
+		replays = append(replays, &nats.Msg{Subject: m.Subject, Reply: m.Reply, Data: m.Data},
+			&nats.Msg{Subject: m.Subject, Reply: "dronelink.drone-7.down.mallory.1", Data: m.Data})
+	}
+	for i := len(recorded) - 1; i >= 0; i-- {
+		replays = append(replays, &nats.Msg{Subject: recorded[i].Subject, Reply: recorded[i].Reply, Data: recorded[i].Data})
+	}
+	for _, m := range replays {
+		if err := spyConn.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := spyConn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	want := before + uint64(len(replays))
+	deadline := time.After(20 * time.Second)
+	for drops() < want {
+		select {
+		case <-d.hooks.changed:
+		case <-deadline:
+			t.Fatalf("%d of %d replayed datagrams counted as drops (%+v)", drops()-before, len(replays), d.hooks.Counters)
+		}
+	}
+	if n := d.execs.count("take off"); n != 1 {
+		t.Errorf("take off executed %d times", n)
+	}
+	for _, s := range d.server.SessionStatus() {
+		if subject, ok := d.relay.Subject(s.Peer); ok && strings.Contains(subject, "mallory") {
+			t.Errorf("session %d follows the replayer's downlink %s", s.LocalIndex, subject)
+		}
+	}
+	if _, err := d.server.Broadcast([]byte("alt=1")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-telemetry:
+	case <-ctx.Done():
+		t.Fatal("alice no longer hears the drone after the replays")
+	}
+	if ack, err := alice.Command(ctx, []byte("land")); err != nil || ack.Status != link.AckOK {
+		t.Fatalf("command after the replays: %+v %v", ack, err)
 	}
 }
