@@ -340,3 +340,33 @@ func TestBlockedExtraWriteDoesNotStallOtherSocket(t *testing.T) {
 	}
 	release()
 }
+
+// TestDatagramFromAnotherSocketsAddressDropped: a peer address belongs to one socket (the
+// relay's synthetic addresses to the relay). A datagram that arrives on the UDP socket
+// from one of them has a spoofed source (on a local IPv6 network anyone can send from a
+// unique-local address); answering it would send the drone's answer, or a session's
+// traffic after roaming, to the relay peer that owns the address, and spend that peer's
+// handshake rate limit. It is dropped (malformed) instead; the same request from an
+// address of the UDP socket's is answered.
+func TestDatagramFromAnotherSocketsAddressDropped(t *testing.T) {
+	r, n, _ := newTwoSocketRig(t, nil)
+	handled := func() uint64 {
+		return r.hooks.Sent[KindKeyAnswer].Load() + r.hooks.Drop(DropMalformed)
+	}
+	for _, tc := range []struct {
+		from   string
+		answer bool
+	}{
+		{"[fd00::10]:4000", false}, // owned by the second socket, arriving on UDP
+		{"10.0.5.5:4000", true},
+	} {
+		answers, before := r.hooks.Sent[KindKeyAnswer].Load(), handled()
+		if err := n.Inject(fakenet.Datagram{From: netip.MustParseAddrPort(tc.from), To: droneAddr, Payload: keyRequestFor(t)}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the drone to handle the key request", func() bool { return handled() > before })
+		if got := r.hooks.Sent[KindKeyAnswer].Load() > answers; got != tc.answer {
+			t.Errorf("key request on the UDP socket from %s: answered %v, want %v (drone: %s)", tc.from, got, tc.answer, countersSummary(r.hooks))
+		}
+	}
+}
