@@ -324,6 +324,14 @@ func (s *Server) readLoop(conn PacketConn) error {
 	var scratch receiveScratch
 	scratch.out = make([]byte, 0, MaxDatagramSize)
 	return readDatagrams(conn, s.cfg.Now, func(pkt []byte, from netip.AddrPort, now time.Time) {
+		// A peer address belongs to one socket: a datagram from an address another socket
+		// owns (a relay address spoofed on the UDP socket) is forged, and answering it, or
+		// roaming a session to it, would write to that socket's peer.
+		if len(s.cfg.Extra) > 0 && s.connFor(from) != conn {
+			s.cfg.Hooks.PacketReceived(KindData, len(pkt))
+			s.drop(DropMalformed)
+			return
+		}
 		s.handleDatagram(pkt, from, now, &scratch)
 	})
 }
