@@ -370,3 +370,40 @@ func TestDatagramFromAnotherSocketsAddressDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestRelaySourcesCannotFillUDPHandshakeTable: the per-source handshake limiter keeps a
+// bounded table of sources (4096) and fails closed when it is full of busy buckets. A
+// relay source address is whatever reply subject a publisher makes up: one NATS user with
+// the PSK (or with one recorded initiation) has as many sources as messages. On 0a207a1
+// the relay's sources and the UDP socket's shared one table, so a flood through the relay
+// refused every new UDP operator's handshake and key request (rate_limited) while it
+// lasted. Here the drone's clock stands still (no bucket refills), 4096 key requests come
+// through the second socket from 4096 sources, and then one from a new UDP source must
+// still be answered.
+func TestRelaySourcesCannotFillUDPHandshakeTable(t *testing.T) {
+	start := time.Now()
+	r, n, _ := newTwoSocketRig(t, func(c *ServerConfig) {
+		c.Now = func() time.Time { return start }
+		c.HandshakeRate, c.HandshakeBurst = 10, 20
+	})
+	req := keyRequestFor(t)
+	const sources = 4096
+	before := r.hooks.Sent[KindKeyAnswer].Load()
+	for i := range sources {
+		from := netip.AddrPortFrom(netip.AddrFrom16([16]byte{0: 0xfd, 14: byte(i >> 8), 15: byte(i)}), 4000)
+		if err := n.Inject(fakenet.Datagram{From: from, To: extraDroneAddr, Payload: req}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the drone to answer the flood", func() bool { return r.hooks.Sent[KindKeyAnswer].Load() >= before+sources })
+	answers, limited := r.hooks.Sent[KindKeyAnswer].Load(), r.hooks.Drop(DropRateLimited)
+	if err := n.Inject(fakenet.Datagram{From: netip.MustParseAddrPort("10.0.5.6:4000"), To: droneAddr, Payload: req}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the drone to handle the UDP key request", func() bool {
+		return r.hooks.Sent[KindKeyAnswer].Load() > answers || r.hooks.Drop(DropRateLimited) > limited
+	})
+	if r.hooks.Sent[KindKeyAnswer].Load() == answers {
+		t.Fatalf("a key request from a new UDP source was refused after %d relay sources (drone: %s)", sources, countersSummary(r.hooks))
+	}
+}
