@@ -140,7 +140,7 @@ func (s *Server) handleKeyRequest(pkt []byte, from netip.AddrPort, now time.Time
 		s.warnFrom(msgKeyRequestWrongPSK, from)
 		return hsReply{}
 	}
-	if !s.handshakeLimit.Allow(from.Addr(), now) {
+	if !s.handshakeLimitFor(from).Allow(from.Addr(), now) {
 		s.drop(DropRateLimited)
 		s.warnFrom(msgKeyRequestRate, from)
 		return hsReply{}

@@ -207,9 +207,13 @@ type Server struct {
 	responder *Responder // under hsMu
 	keyDER    []byte     // the drone key's PKIX DER, for key answers
 
-	handshakeLimit *ratelimit.Limiter[netip.Addr]   // per source address, before any RSA
-	keyLimit       *ratelimit.Limiter[crypto.KeyID] // per verified operator key, before the unwrap
-	rekeyLimit     *ratelimit.Limiter[uint16]       // per logged-in session a proven rekey replaces
+	handshakeLimit *ratelimit.Limiter[netip.Addr] // per source address of Conn, before any RSA
+	// extraLimits are the per-source limiters of the Extra sockets, one each: their
+	// sources (the relay's, made up by whoever publishes) must not fill Conn's table,
+	// which fails closed.
+	extraLimits []*ratelimit.Limiter[netip.Addr]
+	keyLimit    *ratelimit.Limiter[crypto.KeyID] // per verified operator key, before the unwrap
+	rekeyLimit  *ratelimit.Limiter[uint16]       // per logged-in session a proven rekey replaces
 
 	mu       sync.RWMutex
 	sessions map[uint16]*serverSession
@@ -244,8 +248,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, errors.New("link: invalid per-key rate limit")
 	}
 	rs, _ := ratelimit.New[uint16](ratelimit.Config{Rate: cfg.KeyHandshakeRate, Burst: cfg.KeyHandshakeBurst})
+	var extraLimits []*ratelimit.Limiter[netip.Addr]
+	for range cfg.Extra {
+		l, _ := ratelimit.New[netip.Addr](ratelimit.Config{Rate: cfg.HandshakeRate, Burst: cfg.HandshakeBurst})
+		extraLimits = append(extraLimits, l)
+	}
 	s := &Server{
 		cfg:            cfg,
+		extraLimits:    extraLimits,
 		responder:      responder,
 		keyDER:         keyDER,
 		handshakeLimit: hs,
@@ -424,7 +434,7 @@ func (s *Server) handleInitiation(pkt []byte, from netip.AddrPort, out []byte, i
 		return hsReply{}
 	}
 	now := s.cfg.Now()
-	if !s.handshakeLimit.Allow(from.Addr(), now) {
+	if !s.handshakeLimitFor(from).Allow(from.Addr(), now) {
 		s.drop(DropRateLimited)
 		s.warnFrom(msgHandshakeRate, from)
 		return hsReply{}
@@ -840,6 +850,16 @@ func (s *Server) SendBatch(peers []app.Peer, msgs [][]byte, kind PacketKind) int
 	return sent
 }
 
+// handshakeLimitFor is the per-source handshake limiter of the socket that owns from.
+func (s *Server) handshakeLimitFor(from netip.AddrPort) *ratelimit.Limiter[netip.Addr] {
+	for i, c := range s.cfg.Extra {
+		if c.Owns(from) {
+			return s.extraLimits[i]
+		}
+	}
+	return s.handshakeLimit
+}
+
 // connFor is the socket that answers addr: the Extra conn that owns it, Conn otherwise.
 func (s *Server) connFor(addr netip.AddrPort) PacketConn {
 	for _, c := range s.cfg.Extra {
@@ -936,6 +956,9 @@ func (s *Server) timerLoop(ctx context.Context) {
 		s.mu.Unlock()
 		s.cfg.Hooks.SessionsActive(n)
 		s.handshakeLimit.Sweep(now)
+		for _, l := range s.extraLimits {
+			l.Sweep(now)
+		}
 		s.keyLimit.Sweep(now)
 		s.rekeyLimit.Sweep(now)
 	}
