@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dronelink/dronelink/pkg/relay"
 )
 
 var binDir string
@@ -134,6 +136,12 @@ func registerSecrets(dir string) {
 			if raw, err := hex.DecodeString(hexPSK); err == nil {
 				transcript.secret("PSK bytes "+e.Name(), string(raw))
 				transcript.secret("PSK base64 "+e.Name(), base64.StdEncoding.EncodeToString(raw))
+			}
+		case strings.HasSuffix(e.Name(), ".creds"): // the relay's NATS credentials
+			if c, err := relay.ParseCreds(b); err == nil {
+				for what, v := range map[string]string{"NKey seed": c.NkeySeed, "NATS password": c.Password, "NATS token": c.Token} {
+					transcript.secret(what+" "+e.Name(), v)
+				}
 			}
 		case strings.HasSuffix(e.Name(), ".key"):
 			for _, line := range strings.Split(string(b), "\n") {

@@ -287,3 +287,28 @@ func TestMAVLinkThroughRelay(t *testing.T) {
 		t.Fatalf("COMMAND_ACK %v", ack.Fields)
 	}
 }
+
+// TestRelaySeedsInSecretScan: the secret scan of TestMain must know the relay's NATS
+// credentials, as startRelay says. On 0a207a1 registerSecrets looked only at *.pw, *psk and
+// *.key files, so the NKey seeds in the *.creds files were never searched for.
+func TestRelaySeedsInSecretScan(t *testing.T) {
+	f := newFleet(t)
+	r := startRelay(t, f)
+	for user, path := range r.creds {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, seed, ok := strings.Cut(string(data), `nkey_seed = "`)
+		seed, _, _ = strings.Cut(seed, `"`)
+		if !ok || seed == "" {
+			t.Fatalf("%s: no seed in %q", user, data)
+		}
+		transcript.mu.Lock()
+		_, known := transcript.secrets[seed]
+		transcript.mu.Unlock()
+		if !known {
+			t.Errorf("the secret scan does not look for %s's NKey seed", user)
+		}
+	}
+}

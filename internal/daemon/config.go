@@ -263,9 +263,8 @@ func (c *Config) validate() error {
 	} else {
 		urls, err := relay.ParseURLs(c.Relay)
 		if err != nil {
-			// Not quoted as given: a URL with a password in it must not be echoed (the error
-			// shows it redacted).
-			return &configError{msg: fmt.Sprintf("%s: %v", c.setting("relay"), err), inFile: c.fromFile["relay"]}
+			// Never the value itself: it may hold a password or token (ParseURLs says so).
+			return c.invalid("relay", "value", strconv.Quote(relay.RedactURLs(c.Relay)), err.Error())
 		}
 		c.relayURLs = urls
 		if c.DroneID == "" {

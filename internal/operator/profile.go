@@ -291,8 +291,9 @@ func profileSettings(t map[string]any, dir, where string, drone bool) (map[strin
 			}
 		case key == "relay":
 			if _, err := relay.ParseURLs(value); err != nil {
-				// Not quoted as written: the error shows a URL's password redacted.
-				return nil, localf("%s: %v", at, err)
+				// Never the value itself: it may hold a password or token (ParseURLs says so).
+				return nil, localf("%s: invalid value %s: want nats://HOST:PORT[,nats://HOST:PORT...]: %v",
+					at, strconv.QuoteToGraphic(relay.RedactURLs(value)), err)
 			}
 		case key == "drone-id":
 			if err := relay.CheckToken("drone id", value); err != nil {

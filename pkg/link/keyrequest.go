@@ -127,27 +127,25 @@ const (
 // handleKeyRequest answers a key request, in the order of docs/PROTOCOL.md section 6.3:
 // length, first byte and padding; the PSK MAC; the per-source handshake rate limit
 // (shared with initiations); then the answer, of the request's own size. Every refusal is
-// a counted drop without an answer, and costs no allocation.
-func (s *Server) handleKeyRequest(pkt []byte, from netip.AddrPort, now time.Time, out []byte) {
+// a counted drop without an answer, and costs no allocation. The answer is returned, to be
+// sent (and logged at a bounded rate) once hsMu is released (Server.sendReply).
+func (s *Server) handleKeyRequest(pkt []byte, from netip.AddrPort, now time.Time, out []byte) hsReply {
 	var req KeyRequest
 	if err := ParseKeyRequest(pkt, &req); err != nil {
 		s.drop(DropMalformed)
-		return
+		return hsReply{}
 	}
 	if !verifyTrailingMAC(s.responder.mac, pkt) {
 		s.drop(DropBadMAC)
 		s.warnFrom(msgKeyRequestWrongPSK, from)
-		return
+		return hsReply{}
 	}
-	if !s.handshakeLimit.Allow(from.Addr(), now) {
+	if !s.handshakeLimitFor(from).Allow(from.Addr(), now) {
 		s.drop(DropRateLimited)
 		s.warnFrom(msgKeyRequestRate, from)
-		return
+		return hsReply{}
 	}
-	if s.send(appendKeyAnswer(out, &req.Nonce, s.keyDER, s.responder.mac), from, KindKeyAnswer) {
-		// The sender holds the PSK but is not otherwise authenticated: logged at a bounded rate.
-		s.warn.Info(msgKeyRequestAnswered, "from", s.logAddr(from))
-	}
+	return hsReply{pkt: appendKeyAnswer(out, &req.Nonce, s.keyDER, s.responder.mac), kind: KindKeyAnswer}
 }
 
 // KeyRequestConfig configures RequestDroneKey. Zero fields take the documented defaults.

@@ -40,7 +40,8 @@ type ServerConfig struct {
 	Conn PacketConn
 	// Extra are further sockets served beside Conn, each by a reader of its own (the NATS
 	// relay): one set of sessions and limits across all of them, each peer answered on the
-	// socket that owns its address (see ExtraConn). Run closes them when it returns.
+	// socket that owns its address (see ExtraConn). An Extra socket that fails does not end
+	// Run (it is logged); Conn's does. Run closes them when it returns.
 	Extra []ExtraConn
 	// PSK is the fleet pre-shared key.
 	PSK crypto.PSK
@@ -206,13 +207,17 @@ type Server struct {
 	*app.Server
 	up        app.ServerUpcalls
 	cfg       ServerConfig
-	hsMu      sync.Mutex // serialises the readers' handshake work: the responder and its replay memory
+	hsMu      sync.Mutex // serialises the readers' handshake work: the responder and its replay memory; nothing is sent while it is held (hsReply)
 	responder *Responder // under hsMu
 	keyDER    []byte     // the drone key's PKIX DER, for key answers
 
-	handshakeLimit *ratelimit.Limiter[netip.Addr]   // per source address, before any RSA
-	keyLimit       *ratelimit.Limiter[crypto.KeyID] // per verified operator key, before the unwrap
-	rekeyLimit     *ratelimit.Limiter[uint16]       // per logged-in session a proven rekey replaces
+	handshakeLimit *ratelimit.Limiter[netip.Addr] // per source address of Conn, before any RSA
+	// extraLimits are the per-source limiters of the Extra sockets, one each: their
+	// sources (the relay's, made up by whoever publishes) must not fill Conn's table,
+	// which fails closed.
+	extraLimits []*ratelimit.Limiter[netip.Addr]
+	keyLimit    *ratelimit.Limiter[crypto.KeyID] // per verified operator key, before the unwrap
+	rekeyLimit  *ratelimit.Limiter[uint16]       // per logged-in session a proven rekey replaces
 
 	mu       sync.RWMutex
 	sessions map[uint16]*serverSession
@@ -247,8 +252,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, errors.New("link: invalid per-key rate limit")
 	}
 	rs, _ := ratelimit.New[uint16](ratelimit.Config{Rate: cfg.KeyHandshakeRate, Burst: cfg.KeyHandshakeBurst})
+	var extraLimits []*ratelimit.Limiter[netip.Addr]
+	for range cfg.Extra {
+		l, _ := ratelimit.New[netip.Addr](ratelimit.Config{Rate: cfg.HandshakeRate, Burst: cfg.HandshakeBurst})
+		extraLimits = append(extraLimits, l)
+	}
 	s := &Server{
 		cfg:            cfg,
+		extraLimits:    extraLimits,
 		responder:      responder,
 		keyDER:         keyDER,
 		handshakeLimit: hs,
@@ -292,10 +303,18 @@ func (s *Server) Run(ctx context.Context) error {
 	s.up.Start(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.timerLoop(ctx) })
-	readErr := make(chan error, 1+len(s.cfg.Extra))
+	readErr := make(chan error, 1)
 	wg.Go(func() { readErr <- s.readLoop(s.cfg.Conn) })
 	for _, c := range s.cfg.Extra {
-		wg.Go(func() { readErr <- s.readLoop(c) })
+		wg.Go(func() {
+			// An extra socket (the relay) is served beside Conn: when it fails or is closed
+			// under the server (a broker that ended the connection), Conn's operators and
+			// the other sockets' are served on; only Conn's end ends the server.
+			err := s.readLoop(c)
+			if ctx.Err() == nil {
+				s.cfg.Logger.Error("a socket stopped: serving on the others", "socket", c.LocalAddr(), "err", err)
+			}
+		})
 	}
 
 	var err error
@@ -319,6 +338,14 @@ func (s *Server) readLoop(conn PacketConn) error {
 	var scratch receiveScratch
 	scratch.out = make([]byte, 0, MaxDatagramSize)
 	return readDatagrams(conn, s.cfg.Now, func(pkt []byte, from netip.AddrPort, now time.Time) {
+		// A peer address belongs to one socket: a datagram from an address another socket
+		// owns (a relay address spoofed on the UDP socket) is forged, and answering it, or
+		// roaming a session to it, would write to that socket's peer.
+		if len(s.cfg.Extra) > 0 && s.connFor(from) != conn {
+			s.cfg.Hooks.PacketReceived(KindData, len(pkt))
+			s.drop(DropMalformed)
+			return
+		}
 		s.handleDatagram(pkt, from, now, &scratch)
 	})
 }
@@ -327,6 +354,32 @@ func (s *Server) readLoop(conn PacketConn) error {
 type receiveScratch struct {
 	out  []byte // MaxDatagramSize capacity, for replies
 	init Initiation
+}
+
+// hsReply is the answer the handshake path (under hsMu) made for one datagram, sent once
+// hsMu is released: a socket's write may block (an ExtraConn's broker that stops reading),
+// and must not hold up the handshakes of the other readers, which would stall their
+// sockets. pkt is nil when there is nothing to send; sess is the new session a response
+// sets up, stamped when the response went out.
+type hsReply struct {
+	pkt  []byte
+	kind PacketKind
+	sess *serverSession
+}
+
+// sendReply sends a handshake answer made under hsMu, after hsMu was released.
+func (s *Server) sendReply(r hsReply, to netip.AddrPort) {
+	if r.pkt == nil {
+		return
+	}
+	sent := s.send(r.pkt, to, r.kind)
+	if r.sess != nil {
+		r.sess.responded.Store(s.cfg.Now().UnixNano())
+	}
+	if sent && r.kind == KindKeyAnswer {
+		// The sender holds the PSK but is not otherwise authenticated: logged at a bounded rate.
+		s.warn.Info(msgKeyRequestAnswered, "from", s.logAddr(to))
+	}
 }
 
 // handleDatagram dispatches one received datagram. Everything it does for a datagram that
@@ -346,13 +399,15 @@ func (s *Server) handleDatagram(pkt []byte, from netip.AddrPort, now time.Time, 
 	case TypeInitiation:
 		s.cfg.Hooks.PacketReceived(KindInitiation, len(pkt))
 		s.hsMu.Lock()
-		s.handleInitiation(pkt, from, sc.out[:0], &sc.init)
+		reply := s.handleInitiation(pkt, from, sc.out[:0], &sc.init)
 		s.hsMu.Unlock()
+		s.sendReply(reply, from)
 	case TypeKeyRequest:
 		s.cfg.Hooks.PacketReceived(KindKeyRequest, len(pkt))
 		s.hsMu.Lock()
-		s.handleKeyRequest(pkt, from, now, sc.out[:0])
+		reply := s.handleKeyRequest(pkt, from, now, sc.out[:0])
 		s.hsMu.Unlock()
+		s.sendReply(reply, from)
 	default:
 		s.cfg.Hooks.PacketReceived(KindData, len(pkt))
 		s.drop(DropUnexpected)
@@ -372,71 +427,65 @@ const (
 // handleInitiation runs the receive-side order of checks: length and type, PSK MAC, rate
 // limit per source, session slot, then (in the Responder) timestamp, keys and signature;
 // then, for an authenticated operator, the rate limit per key and the session limit per
-// key; then the unwrap and the key agreement.
-func (s *Server) handleInitiation(pkt []byte, from netip.AddrPort, out []byte, init *Initiation) {
+// key; then the unwrap and the key agreement. It returns the answer to send (after hsMu
+// is released), if any.
+func (s *Server) handleInitiation(pkt []byte, from netip.AddrPort, out []byte, init *Initiation) hsReply {
 	if err := s.responder.CheckInitiation(pkt, init); err != nil {
 		s.drop(dropReasonFor(err))
 		if err == ErrBadMAC {
 			s.warnFrom(msgWrongPSK, from)
 		}
-		return
+		return hsReply{}
 	}
 	now := s.cfg.Now()
-	if !s.handshakeLimit.Allow(from.Addr(), now) {
+	if !s.handshakeLimitFor(from).Allow(from.Addr(), now) {
 		s.drop(DropRateLimited)
 		s.warnFrom(msgHandshakeRate, from)
-		return
+		return hsReply{}
 	}
 	local, replaced, flags, err := s.reserve(init, now)
 	if err != nil {
-		s.refuse(init, "", from, out, err)
-		return
+		return s.refuse(init, "", from, out, err)
 	}
 	v, err := s.responder.VerifyInitiation(init)
 	if err != nil {
 		s.release(local)
-		s.refuse(init, "", from, out, err)
-		return
+		return s.refuse(init, "", from, out, err)
 	}
 	// Authenticated: the operator key's holder signed this initiation. Everything from
 	// here on is logged in full, never suppressed.
 	fp := crypto.Fingerprint(v.OperatorPublic)
 	if !s.allowKey(init.OperatorKey, replaced, flags, now) {
 		s.release(local)
-		s.refuse(init, fp, from, out, ErrRateLimited)
-		return
+		return s.refuse(init, fp, from, out, ErrRateLimited)
 	}
 	if err := s.checkRoom(init.OperatorKey, replaced, flags); err != nil {
 		s.release(local)
-		s.refuse(init, fp, from, out, err)
-		return
+		return s.refuse(init, fp, from, out, err)
 	}
 	reply, acc, err := s.responder.CompleteInitiation(out, v, local, flags)
 	if err != nil {
 		s.release(local)
-		s.refuse(init, fp, from, out, err)
-		return
+		return s.refuse(init, fp, from, out, err)
 	}
 	sess, err := NewSession(&acc.Keys, local, acc.OperatorIndex, s.cfg.ReplayWindow, now)
 	acc.Keys.wipe()
 	if err != nil {
 		s.release(local)
 		s.cfg.Logger.Error("session setup failed", "key", fp, "err", err)
-		return
+		return hsReply{}
 	}
 	sess.setPeer(from)
 	ss, err := s.install(sess, acc, fp, replaced, flags, now)
 	if err != nil {
 		// A session of the key logged in since checkRoom: there is no longer room.
 		s.release(local)
-		s.refuse(init, fp, from, out[:0], err)
-		return
+		return s.refuse(init, fp, from, out[:0], err)
 	}
-	s.send(reply, from, KindResponse)
-	ss.responded.Store(s.cfg.Now().UnixNano())
 	s.cfg.Hooks.Handshake(HandshakeOK)
 	s.cfg.Logger.Info(msgHandshakeAccepted, "key", fp, "from", s.logAddr(from), "session", local,
 		"rekey", replaced != nil, "login_carried", flags&FlagLoginCarried != 0)
+	return hsReply{pkt: reply, kind: KindResponse, sess: ss}
 }
 
 // allowKey is the handshake rate limit per operator key, applied once the key's signature
@@ -468,8 +517,9 @@ func (s *Server) warnFrom(msg string, from netip.AddrPort) {
 // the operator (the answer is as small as can be: no amplification). fp is the operator
 // key's fingerprint once its signature verified: the refusal of an authenticated operator
 // is logged every time. Without it the operator is not authenticated (anyone with the PSK
-// could have sent the initiation) and the refusal is logged at a bounded rate.
-func (s *Server) refuse(init *Initiation, fp string, from netip.AddrPort, out []byte, err error) {
+// could have sent the initiation) and the refusal is logged at a bounded rate. The error
+// datagram is returned, to be sent once hsMu is released.
+func (s *Server) refuse(init *Initiation, fp string, from netip.AddrPort, out []byte, err error) hsReply {
 	reason := dropReasonFor(err)
 	s.drop(reason)
 	s.cfg.Hooks.Handshake(HandshakeFailed)
@@ -483,8 +533,9 @@ func (s *Server) refuse(init *Initiation, fp string, from netip.AddrPort, out []
 		s.cfg.Logger.Warn(msgHandshakeRefused, args...)
 	}
 	if reply, ok := s.responder.ErrorReply(out, init, err); ok {
-		s.send(reply, from, KindError)
+		return hsReply{pkt: reply, kind: KindError}
 	}
+	return hsReply{}
 }
 
 // keyName is how the log of an unauthenticated refusal names the operator key id: the
@@ -820,6 +871,16 @@ func (s *Server) logAddr(addr netip.AddrPort) any {
 	return addr
 }
 
+// handshakeLimitFor is the per-source handshake limiter of the socket that owns from.
+func (s *Server) handshakeLimitFor(from netip.AddrPort) *ratelimit.Limiter[netip.Addr] {
+	for i, c := range s.cfg.Extra {
+		if c.Owns(from) {
+			return s.extraLimits[i]
+		}
+	}
+	return s.handshakeLimit
+}
+
 // connFor is the socket that answers addr: the Extra conn that owns it, Conn otherwise.
 func (s *Server) connFor(addr netip.AddrPort) PacketConn {
 	for _, c := range s.cfg.Extra {
@@ -916,6 +977,9 @@ func (s *Server) timerLoop(ctx context.Context) {
 		s.mu.Unlock()
 		s.cfg.Hooks.SessionsActive(n)
 		s.handshakeLimit.Sweep(now)
+		for _, l := range s.extraLimits {
+			l.Sweep(now)
+		}
 		s.keyLimit.Sweep(now)
 		s.rekeyLimit.Sweep(now)
 	}

@@ -56,7 +56,9 @@ func NewRelay(reg prometheus.Registerer, role string) (*Relay, error) {
 		ConstLabels: constLabels, Help: "Datagrams the relay dropped, by reason: bad_reply (an uplink message without a downlink" +
 			" of this drone to answer on), oversize, empty, unknown_peer (the downlink was forgotten), publish_failed (closed," +
 			" or disconnected with the reconnect buffer full), slow_consumer (NATS dropped messages this end read too slowly)," +
-			" permission (the server refused an operation), no_responders (no drone serves the id)."}, []string{"reason"})
+			" permission (the server refused an operation), no_responders (no drone serves the id), backlog (the drone's" +
+			" datagrams waited too long for the server), peers_full (a new downlink while the drone remembers as many as it" +
+			" may, all in use)."}, []string{"reason"})
 	if err := registerAll(reg, []prometheus.Collector{connected, serverInfo, disconnects, reconnects, dropped}); err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // newTestDroneConn is a DroneConn without NATS: its address table only.
@@ -36,7 +37,10 @@ func TestSyntheticAddresses(t *testing.T) {
 	seen := map[netip.AddrPort]string{}
 	for i := range 10000 {
 		subject := DownlinkSubject("drone-7", "alice", fmt.Sprint(i))
-		a := d.peerFor(subject)
+		a, ok := d.peerFor(subject)
+		if !ok {
+			t.Fatalf("%s refused by a table with room", subject)
+		}
 		if prev, dup := seen[a]; dup {
 			t.Fatalf("%s and %s share the address %s", prev, subject, a)
 		}
@@ -61,35 +65,81 @@ func TestSyntheticAddresses(t *testing.T) {
 	}
 }
 
-// TestPeerTableAgainstModel: the table keeps at most maxPeers downlinks and forgets the
-// least recently heard, as a plain model of recency does; a forgotten downlink heard again
-// gets its old address back, and a datagram for a forgotten address is dropped and counted.
+// TestPeerTableAgainstModel: the table keeps at most maxPeers downlinks. When it is full a
+// new one takes the place of the earliest added that the drone never answered, else of the
+// least recently heard of those not answered for PeerKeepTime, else it is refused; as a
+// plain model of that rule says, over random sequences of datagrams heard and answered at
+// random times. A forgotten downlink heard again gets its old address back, and a datagram
+// for a forgotten address is dropped and counted.
 func TestPeerTableAgainstModel(t *testing.T) {
 	const maxPeers = 8
-	for seed := range uint64(20) {
-		d, _ := newTestDroneConn(t, maxPeers)
+	type entry struct{ added, heard, answered int64 }
+	for seed := range uint64(30) {
+		d, clock := newTestDroneConn(t, maxPeers)
 		hooks := &countHooks{}
 		d.cfg.Hooks = hooks
 		rng := rand.New(rand.NewPCG(seed, 1))
-		model := map[string]int{} // subject -> step last heard
-		first := map[string]netip.AddrPort{}
-		for step := range 500 {
-			subject := DownlinkSubject("drone-7", "op", fmt.Sprint(rng.IntN(20)))
-			a := d.peerFor(subject)
-			if prev, ok := first[subject]; ok && prev != a {
-				t.Fatalf("seed %d step %d: %s came back as %s, was %s", seed, step, subject, a, prev)
-			}
-			first[subject] = a
-			if _, ok := model[subject]; !ok && len(model) == maxPeers {
-				oldest, when := "", step
-				for s, w := range model {
-					if w < when {
-						oldest, when = s, w
+		model := map[string]*entry{}
+		addrs := map[string]netip.AddrPort{}
+		added := int64(0)
+		// Long steps let answered downlinks age past PeerKeepTime; short ones keep them all
+		// young, so that a full table refuses.
+		maxStep := int64(20 * time.Second)
+		if seed%2 == 1 {
+			maxStep = int64(200 * time.Millisecond)
+		}
+		for step := range 2000 {
+			*clock += 1 + rng.Int64N(maxStep) // newTestDroneConn's clock adds 1 per read
+			subject := DownlinkSubject("drone-7", "op", fmt.Sprint(rng.IntN(24)))
+			if rng.IntN(3) == 0 { // the drone answers a downlink it knows
+				if a, ok := addrs[subject]; ok {
+					now := *clock + 1
+					_ = d.WriteTo([]byte{1}, a)
+					if e := model[subject]; e != nil {
+						e.answered = now
 					}
 				}
-				delete(model, oldest)
+				continue
 			}
-			model[subject] = step
+			now := *clock + 1
+			a, ok := d.peerFor(subject)
+			e := model[subject]
+			wantOK := true
+			if e == nil && len(model) == maxPeers {
+				var victim string
+				for s, m := range model { // the earliest added never answered
+					if m.answered == 0 && (victim == "" || m.added < model[victim].added) {
+						victim = s
+					}
+				}
+				if victim == "" { // the least recently heard not answered for PeerKeepTime
+					for s, m := range model {
+						if now-m.answered >= int64(PeerKeepTime) && (victim == "" || m.heard < model[victim].heard) {
+							victim = s
+						}
+					}
+				}
+				if victim == "" {
+					wantOK = false
+				} else {
+					delete(model, victim)
+				}
+			}
+			if ok != wantOK {
+				t.Fatalf("seed %d step %d: %s accepted %v, the model says %v", seed, step, subject, ok, wantOK)
+			}
+			if ok {
+				if e == nil {
+					added++
+					e = &entry{added: added}
+					model[subject] = e
+				}
+				e.heard = now
+				if prev, seen := addrs[subject]; seen && prev != a {
+					t.Fatalf("seed %d step %d: %s came back as %s, was %s", seed, step, subject, a, prev)
+				}
+				addrs[subject] = a
+			}
 			if len(d.bySubject) != len(model) || len(d.byAddr) != len(model) {
 				t.Fatalf("seed %d step %d: %d/%d entries, model %d", seed, step, len(d.bySubject), len(d.byAddr), len(model))
 			}
@@ -99,7 +149,7 @@ func TestPeerTableAgainstModel(t *testing.T) {
 				}
 			}
 		}
-		for s, a := range first {
+		for s, a := range addrs {
 			if _, kept := model[s]; kept {
 				continue
 			}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/dronelink/dronelink/internal/ratelog"
 )
 
 // Defaults of Config.
@@ -25,6 +27,10 @@ const (
 	DefaultPingInterval = 5 * time.Second
 	// MaxPingsOutstanding is the number of unanswered pings that end a connection.
 	MaxPingsOutstanding = 3
+	// FlusherTimeout bounds a write of the client library to the server's connection (its
+	// default is a minute); a write that takes longer ends the connection, and the client
+	// reconnects.
+	FlusherTimeout = 5 * time.Second
 	// ReconnectBufferSize bounds what the client keeps for the server while reconnecting:
 	// a few seconds of a session's datagrams; older traffic is no use to anyone.
 	ReconnectBufferSize = 256 << 10
@@ -100,10 +106,24 @@ type State struct {
 	Reconnects uint64 // reconnections after a loss since the start
 }
 
+// resubscribeInterval is how often an end whose subscription the server refused (its
+// permissions changed while the connection lived) asks for it again.
+const resubscribeInterval = 2 * time.Second
+
+// maxRedialWait bounds the pause between two attempts to replace a connection that the
+// client library closed for good.
+const maxRedialWait = 5 * time.Second
+
 // natsConn is the part both ends share: the connection, its handlers and its state.
 type natsConn struct {
 	cfg Config
-	nc  *nats.Conn
+	// conn is the connection, sub the end's one subscription on it. Both are replaced
+	// when the client library closes a connection for good (redial), and sub when a
+	// refused subscription is made again (resubscribe); only the reader replaces them.
+	conn    atomic.Pointer[nats.Conn]
+	sub     atomic.Pointer[nats.Subscription]
+	subject string
+	connMu  sync.Mutex // orders a replacement of conn with close
 
 	mu    sync.Mutex
 	state State
@@ -114,6 +134,17 @@ type natsConn struct {
 	// reconnected is signalled at every reconnection (a refused subscription is tried
 	// again then).
 	reconnected chan struct{}
+	// refused: the reader found the subscription refused and has not yet had it back.
+	refused bool
+	// readCtx is the context of the reader's wait for a message, readCancel its cancel:
+	// the error handler wakes the reader with it when the server refuses the subscription
+	// (the client library marks the subscription, but does not wake a reader that waits).
+	readCtx    context.Context
+	readCancel atomic.Pointer[context.CancelFunc]
+	// errLog limits the log of the errors the server reports: permission refusals (one per
+	// refused subscription attempt, every resubscribeInterval) and refused credentials (one
+	// per reconnection attempt, several a second, while an administrator fixes them).
+	errLog *ratelog.Limiter
 
 	// subscribed: subscribe succeeded. Before, a refusal is subscribe's error to return,
 	// not the error handler's to log as well.
@@ -126,8 +157,22 @@ type natsConn struct {
 
 // dial connects to the servers of cfg.
 func dial(cfg Config) (*natsConn, error) {
-	c := &natsConn{cfg: cfg, reconnected: make(chan struct{}, 1)}
+	c := &natsConn{cfg: cfg, reconnected: make(chan struct{}, 1), errLog: ratelog.New(cfg.Logger, time.Minute)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	nc, err := c.connect()
+	if err != nil {
+		return nil, err
+	}
+	c.conn.Store(nc)
+	return c, nil
+}
+
+// nc is the current connection.
+func (c *natsConn) nc() *nats.Conn { return c.conn.Load() }
+
+// connect makes a connection to the servers of c.cfg.
+func (c *natsConn) connect() (*nats.Conn, error) {
+	cfg := c.cfg
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.Timeout(cfg.ConnectTimeout),
@@ -136,6 +181,7 @@ func dial(cfg Config) (*natsConn, error) {
 		nats.ReconnectJitter(cfg.ReconnectWait/4, cfg.ReconnectWait/4),
 		nats.PingInterval(cfg.PingInterval),
 		nats.MaxPingsOutstanding(MaxPingsOutstanding),
+		nats.FlusherTimeout(FlusherTimeout),
 		nats.ReconnectBufSize(ReconnectBufferSize),
 		nats.NoEcho(),
 		nats.PermissionErrOnSubscribe(true),
@@ -164,8 +210,7 @@ func dial(cfg Config) (*natsConn, error) {
 		}
 		return nil, fmt.Errorf("relay %s: cannot connect: %w", url, err)
 	}
-	c.nc = nc
-	return c, nil
+	return nc, nil
 }
 
 // isAuthError reports whether err is the server's refusal of the credentials.
@@ -220,25 +265,54 @@ func (c *natsConn) onError(_ *nats.Conn, _ *nats.Subscription, err error) {
 			return
 		}
 		c.cfg.Hooks.Dropped(DropPermission)
-		c.cfg.Logger.Error("relay: the NATS server refused an operation (check the user's permissions)", "err", err)
+		if cancel := c.readCancel.Load(); cancel != nil {
+			(*cancel)() // the reader looks at its subscription again
+		}
+		const msg = "relay: the NATS server refused an operation (check the user's permissions)"
+		if n, ok := c.errLog.Allow(msg); ok {
+			c.cfg.Logger.Error(msg, "err", err, "suppressed", n)
+		}
 	default:
-		c.cfg.Logger.Warn("relay: NATS error", "err", err)
+		c.errLog.Warn("relay: NATS error", "err", err)
 	}
 }
 
-// subscribe subscribes to subject for a synchronous reader and waits until the server has
-// seen the subscription: a refused subscription fails here, naming the subject, instead
-// of leaving the end deaf.
-func (c *natsConn) subscribe(subject string) (*nats.Subscription, error) {
-	sub, err := c.nc.SubscribeSync(subject)
+// subscribe subscribes the end to subject for its synchronous reader (subscribeOn) and
+// marks the end subscribed.
+func (c *natsConn) subscribe(subject string) error {
+	c.subject = subject
+	sub, err := c.subscribeOn(c.nc())
+	if err != nil {
+		return err
+	}
+	c.sub.Store(sub)
+	c.newReadCtx()
+	c.subscribed.Store(true)
+	return nil
+}
+
+// newReadCtx gives the reader a fresh context to wait under.
+func (c *natsConn) newReadCtx() {
+	ctx, cancel := context.WithCancel(c.ctx)
+	c.readCtx = ctx
+	c.readCancel.Store(&cancel)
+}
+
+// subscribeOn subscribes to c.subject on nc for a synchronous reader and waits until the
+// server has seen the subscription: a refused subscription fails here, naming the
+// subject, instead of leaving the end deaf.
+func (c *natsConn) subscribeOn(nc *nats.Conn) (*nats.Subscription, error) {
+	subject := c.subject
+	sub, err := nc.SubscribeSync(subject)
 	if err != nil {
 		return nil, fmt.Errorf("relay: subscribe to %s: %w", subject, err)
 	}
 	if err := sub.SetPendingLimits(PendingMessages, PendingBytes); err != nil {
 		return nil, fmt.Errorf("relay: subscribe to %s: %w", subject, err)
 	}
-	if c.nc.IsConnected() {
-		if err := c.nc.FlushTimeout(c.cfg.ConnectTimeout); err != nil {
+	if nc.IsConnected() {
+		if err := nc.FlushTimeout(c.cfg.ConnectTimeout); err != nil {
+			_ = sub.Unsubscribe()
 			return nil, fmt.Errorf("relay: subscribe to %s: %w", subject, err)
 		}
 		// The server answers a refused subscription before the flush's pong, and the client
@@ -253,7 +327,6 @@ func (c *natsConn) subscribe(subject string) (*nats.Subscription, error) {
 			c.first = msg
 		}
 	}
-	c.subscribed.Store(true)
 	return sub, nil
 }
 
@@ -262,25 +335,31 @@ func (c *natsConn) State() State {
 	c.mu.Lock()
 	st := c.state
 	c.mu.Unlock()
-	if c.nc.IsConnected() { // the handlers run later than the client's own state changes
-		st.Connected, st.Server, st.ServerName = true, c.nc.ConnectedUrlRedacted(), c.nc.ConnectedServerName()
+	if nc := c.nc(); nc.IsConnected() { // the handlers run later than the client's own state changes
+		st.Connected, st.Server, st.ServerName = true, nc.ConnectedUrlRedacted(), nc.ConnectedServerName()
 	} else {
 		st.Connected = false
 	}
 	return st
 }
 
-// watchDrops reports the messages NATS dropped for sub, once a second until the end is
-// closed: the client only tells the first of a run of drops to the error handler.
-func (c *natsConn) watchDrops(sub *nats.Subscription) {
+// watchDrops reports the messages NATS dropped for the end's subscription, once a second
+// until the end is closed: the client only tells the first of a run of drops to the error
+// handler.
+func (c *natsConn) watchDrops() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	reported := 0
+	var watched *nats.Subscription
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-t.C:
+		}
+		sub := c.sub.Load()
+		if sub != watched { // a new subscription counts from zero
+			watched, reported = sub, 0
 		}
 		n, err := sub.Dropped()
 		if err != nil {
@@ -296,44 +375,122 @@ func (c *natsConn) watchDrops(sub *nats.Subscription) {
 // the connection; safe to call more than once.
 func (c *natsConn) close() {
 	c.closeOnce.Do(func() {
+		c.connMu.Lock()
 		c.closed.Store(true)
+		nc := c.nc()
+		c.connMu.Unlock()
 		c.cancel()
-		if c.nc.IsConnected() {
-			_ = c.nc.FlushTimeout(time.Second)
+		if nc.IsConnected() {
+			_ = nc.FlushTimeout(time.Second)
 		}
-		c.nc.Close()
+		nc.Close()
 	})
 }
 
-// nextMsg is sub's next message. Once the end is closed it fails with an error satisfying
-// errors.Is(err, net.ErrClosed); a report of dropped messages is skipped (watchDrops counts
-// them); other errors, nats.ErrNoResponders among them, are returned.
-func (c *natsConn) nextMsg(sub *nats.Subscription) (*nats.Msg, error) {
-	if msg := c.first; msg != nil {
-		c.first = nil
-		return msg, nil
-	}
+// nextMsg is the next message of the end's subscription. Once the end is closed it fails
+// with an error satisfying errors.Is(err, net.ErrClosed); a report of dropped messages is
+// skipped (watchDrops counts them); other errors, nats.ErrNoResponders among them, are
+// returned. A subscription the server refused is asked for again until it is granted
+// (resubscribe), and a connection the client library closed for good is replaced (redial):
+// the server can cost the end its messages, never its subscription or its connection.
+func (c *natsConn) nextMsg() (*nats.Msg, error) {
 	for {
-		msg, err := sub.NextMsgWithContext(c.ctx)
-		if err == nil {
+		if msg := c.first; msg != nil {
+			c.first = nil
 			return msg, nil
 		}
-		if errors.Is(err, nats.ErrPermissionViolation) {
-			// The subscription is refused until the next reconnection (the server's
-			// permissions changed): wait for it rather than spin on the error.
-			c.cfg.Logger.Error("relay: the NATS server refused this end's subscription; waiting for a reconnection", "err", err)
-			select {
-			case <-c.ctx.Done():
-			case <-c.reconnected:
-			}
+		msg, err := c.sub.Load().NextMsgWithContext(c.readCtx)
+		if err != nil && c.readCtx.Err() != nil && c.ctx.Err() == nil {
+			c.newReadCtx() // woken by the error handler: look at the subscription again
 			continue
 		}
-		if c.closed.Load() || c.ctx.Err() != nil || errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
+		if err == nil {
+			if c.refused {
+				c.refused = false
+				c.cfg.Logger.Info("relay: the NATS server accepts this end's subscription again", "subject", c.subject)
+			}
+			return msg, nil
+		}
+		switch {
+		case c.closed.Load() || c.ctx.Err() != nil:
 			return nil, errClosed
+		case errors.Is(err, nats.ErrPermissionViolation):
+			c.resubscribe(err)
+		case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrBadSubscription):
+			if !c.redial() {
+				return nil, errClosed
+			}
+		case errors.Is(err, nats.ErrSlowConsumer):
+			// counted by watchDrops
+		default:
+			return nil, err
 		}
-		if errors.Is(err, nats.ErrSlowConsumer) {
-			continue // counted by watchDrops
+	}
+}
+
+// resubscribe handles a refused subscription (the server's permissions changed while the
+// connection lived, and it dropped the subscription): it waits for a reconnection, at
+// which the client library subscribes again by itself, or for resubscribeInterval, and
+// then subscribes again. Either may be refused again; the reader then comes back here.
+func (c *natsConn) resubscribe(cause error) {
+	if !c.refused {
+		c.refused = true
+		c.cfg.Logger.Error("relay: the NATS server refused this end's subscription; asking again every "+resubscribeInterval.String(),
+			"subject", c.subject, "err", cause)
+	}
+	t := time.NewTimer(resubscribeInterval)
+	defer t.Stop()
+	select {
+	case <-c.ctx.Done():
+		return
+	case <-c.reconnected:
+		return
+	case <-t.C:
+	}
+	sub, err := c.subscribeOn(c.nc())
+	if err != nil {
+		return
+	}
+	_ = c.sub.Load().Unsubscribe()
+	c.sub.Store(sub)
+}
+
+// redial replaces a connection that the client library closed for good (nats.go does so,
+// without reconnecting, at an error line from the server that it does not know, or at a
+// protocol line too long): it connects again to the configured servers, with a growing
+// pause, until it has a connection and the subscription, or the end is closed (false).
+func (c *natsConn) redial() bool {
+	old := c.nc()
+	c.cfg.Logger.Error("relay: the NATS client closed the connection; connecting again", "err", old.LastError())
+	wait := c.cfg.ReconnectWait
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return false
+		case <-t.C:
 		}
-		return nil, err
+		nc, err := c.connect()
+		if err == nil {
+			var sub *nats.Subscription
+			if sub, err = c.subscribeOn(nc); err == nil {
+				c.connMu.Lock()
+				if c.closed.Load() {
+					c.connMu.Unlock()
+					nc.Close()
+					return false
+				}
+				c.conn.Store(nc)
+				c.sub.Store(sub)
+				c.connMu.Unlock()
+				c.cfg.Logger.Info("relay: connected again", "server", nc.ConnectedUrlRedacted())
+				return true
+			}
+			nc.Close()
+		}
+		c.cfg.Logger.Warn("relay: cannot connect again yet", "err", err)
+		wait = min(2*wait, maxRedialWait)
+		t.Reset(wait)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sort"
 	"strings"
@@ -126,9 +127,14 @@ func (c *Creds) OperatorName() string {
 
 // Method names the kind of credentials, for logs: "user", "token", "nkey" or "none".
 func (c *Creds) Method() string {
-	switch {
-	case c == nil:
+	if c == nil {
 		return "none"
+	}
+	return c.method()
+}
+
+func (c Creds) method() string {
+	switch {
 	case c.User != "":
 		return "user"
 	case c.Token != "":
@@ -139,19 +145,29 @@ func (c *Creds) Method() string {
 	return "none"
 }
 
+// The methods below have value receivers so that a Creds prints without its secrets as a
+// value too (copied into a struct, or passed to a log call), not only as a pointer; a nil
+// *Creds prints as <nil>.
+
 // String implements fmt.Stringer without any secret.
-func (c *Creds) String() string {
-	if c != nil && c.User != "" {
+func (c Creds) String() string {
+	if c.User != "" {
 		return "NATS credentials (user " + c.User + ")"
 	}
-	return "NATS credentials (" + c.Method() + ")"
+	return "NATS credentials (" + c.method() + ")"
 }
 
 // GoString keeps %#v from printing the secrets.
-func (c *Creds) GoString() string { return c.String() }
+func (c Creds) GoString() string { return c.String() }
+
+// Format prints String for every verb (%v, %+v, %s, %q, %x, ...).
+func (c Creds) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, c.String()) }
+
+// MarshalText keeps encoding/json and friends from writing the secrets.
+func (c Creds) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
 
 // LogValue implements slog.LogValuer without any secret.
-func (c *Creds) LogValue() slog.Value { return slog.StringValue(c.String()) }
+func (c Creds) LogValue() slog.Value { return slog.StringValue(c.String()) }
 
 // options are the nats.go options that present the credentials.
 func (c *Creds) options() ([]nats.Option, error) {

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -18,23 +19,45 @@ import (
 )
 
 // DefaultMaxPeers bounds the downlink subjects a drone remembers: far above the link's
-// session limit, so that only a flood of made-up reply subjects evicts a live one.
+// session limit. When it is reached, a new subject takes the place of one the drone never
+// answered, else of one it has not answered for PeerKeepTime; a subject it answered
+// within that time (an operator in a session hears at least the drone's keepalives) is
+// never forgotten, and a new subject is dropped instead (DropPeerTable). Anyone allowed to
+// publish on the uplink can make up reply subjects, without any dronelink secret, and the
+// drone answers none of them: they take each other's places, never an operator's.
 const DefaultMaxPeers = 4096
+
+// PeerKeepTime is how long a downlink subject the drone answered is kept for sure: the
+// link's idle time, after which the drone forgets the session too.
+const PeerKeepTime = link.SessionIdleTimeout
 
 // peerPort is the port of every synthetic address; the address alone tells peers apart.
 const peerPort = 1
 
+// WriteQueue bounds the drone's datagrams that wait for the NATS client (about a second of
+// a busy drone's traffic). WriteTo never waits: beyond the queue a datagram is dropped
+// (DropBacklog), as a full UDP socket would drop it, so a server that takes them slowly or
+// not at all costs datagrams, never the drone's writers (its command executor, login
+// workers and telemetry, which serve the UDP socket's operators too).
+const WriteQueue = 1024
+
 var (
 	errClosed      = fmt.Errorf("relay: %w", net.ErrClosed)
 	errUnknownPeer = errors.New("relay: no downlink subject for this address (forgotten)")
+	errBacklog     = errors.New("relay: too many datagrams wait for the NATS server (dropped)")
 )
+
+// outDatagram is a datagram waiting for the NATS client.
+type outDatagram struct {
+	subject string
+	data    []byte
+}
 
 // DroneConn is the drone's end of the relay: a link.ExtraConn that reads the drone's
 // uplink subject and answers each operator on its downlink subject. Safe for concurrent
 // use; ReadFrom is meant for one reader.
 type DroneConn struct {
 	*natsConn
-	sub      *nats.Subscription
 	prefix   string   // DownlinkPrefix of the drone id
 	net      [6]byte  // the /48 of the synthetic addresses: 0xfd and 40 random bits (RFC 4193)
 	key      [32]byte // keys the hash from a subject to its address
@@ -44,13 +67,23 @@ type DroneConn struct {
 	mu        sync.RWMutex
 	bySubject map[string]*peer
 	byAddr    map[netip.AddrPort]*peer
+	// unanswered lists peers in the order they were added, those the drone had not
+	// answered when evictLocked last looked at them first: the first to go.
+	unanswered []*peer
+
+	out        chan outDatagram // to writeLoop
+	stop       chan struct{}    // closed by Close: writeLoop returns
+	writerDone chan struct{}
+	stopOnce   sync.Once
+	stopping   atomic.Bool
 }
 
 // peer is one downlink subject and its synthetic address.
 type peer struct {
-	subject string
-	addr    netip.AddrPort
-	heard   atomic.Int64 // unix nanoseconds of its latest datagram
+	subject  string
+	addr     netip.AddrPort
+	heard    atomic.Int64 // unix nanoseconds of its latest datagram
+	answered atomic.Int64 // unix nanoseconds of the drone's latest datagram to it; 0: never
 }
 
 var _ link.ExtraConn = (*DroneConn)(nil)
@@ -67,11 +100,14 @@ func Listen(cfg Config) (*DroneConn, error) {
 		cfg.Name = "dronelinkd " + cfg.DroneID
 	}
 	d := &DroneConn{
-		prefix:    DownlinkPrefix(cfg.DroneID),
-		maxPeers:  DefaultMaxPeers,
-		now:       func() int64 { return time.Now().UnixNano() },
-		bySubject: make(map[string]*peer),
-		byAddr:    make(map[netip.AddrPort]*peer),
+		prefix:     DownlinkPrefix(cfg.DroneID),
+		maxPeers:   DefaultMaxPeers,
+		now:        func() int64 { return time.Now().UnixNano() },
+		bySubject:  make(map[string]*peer),
+		byAddr:     make(map[netip.AddrPort]*peer),
+		out:        make(chan outDatagram, WriteQueue),
+		stop:       make(chan struct{}),
+		writerDone: make(chan struct{}),
 	}
 	d.net[0] = 0xfd
 	if _, err := rand.Read(d.net[1:]); err != nil {
@@ -83,12 +119,34 @@ func Listen(cfg Config) (*DroneConn, error) {
 	if d.natsConn, err = dial(cfg); err != nil {
 		return nil, err
 	}
-	if d.sub, err = d.subscribe(UplinkSubject(cfg.DroneID)); err != nil {
+	if err = d.subscribe(UplinkSubject(cfg.DroneID)); err != nil {
 		d.close()
 		return nil, err
 	}
-	go d.watchDrops(d.sub)
+	go d.watchDrops()
+	go d.writeLoop()
 	return d, nil
+}
+
+// writeLoop hands the queued datagrams to the NATS client until Close.
+func (d *DroneConn) writeLoop() {
+	defer close(d.writerDone)
+	for {
+		select {
+		case m := <-d.out:
+			d.publish(m)
+		case <-d.stop:
+			return
+		}
+	}
+}
+
+// publish hands one datagram to the NATS client. It may wait while the client writes to
+// the server's connection (at most FlusherTimeout).
+func (d *DroneConn) publish(m outDatagram) {
+	if err := d.nc().Publish(m.subject, m.data); err != nil {
+		d.cfg.Hooks.Dropped(DropPublish)
+	}
 }
 
 // ReadFrom implements link.PacketConn: the next uplink datagram and the synthetic address
@@ -96,7 +154,7 @@ func Listen(cfg Config) (*DroneConn, error) {
 // subject of this drone are dropped and counted, cheapest checks first.
 func (d *DroneConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 	for {
-		msg, err := d.nextMsg(d.sub)
+		msg, err := d.nextMsg()
 		if err != nil {
 			if errors.Is(err, nats.ErrNoResponders) {
 				continue // not ours to hear: nothing the drone sends asks for responders
@@ -111,49 +169,76 @@ func (d *DroneConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 		case !validDownlink(msg.Reply, d.prefix):
 			d.cfg.Hooks.Dropped(DropBadReply)
 		default:
-			return copy(b, msg.Data), d.peerFor(msg.Reply), nil
+			addr, ok := d.peerFor(msg.Reply)
+			if !ok {
+				d.cfg.Hooks.Dropped(DropPeerTable)
+				continue
+			}
+			return copy(b, msg.Data), addr, nil
 		}
 	}
 }
 
-// peerFor is the synthetic address of a valid downlink subject, remembering it.
-func (d *DroneConn) peerFor(subject string) netip.AddrPort {
+// peerFor is the synthetic address of a valid downlink subject, remembering it; false when
+// the drone remembers as many as it may, none of which it may forget (DefaultMaxPeers).
+func (d *DroneConn) peerFor(subject string) (netip.AddrPort, bool) {
 	now := d.now()
 	d.mu.RLock()
 	p := d.bySubject[subject]
 	d.mu.RUnlock()
 	if p != nil {
 		p.heard.Store(now)
-		return p.addr
+		return p.addr, true
 	}
 	p = &peer{subject: subject, addr: d.addrOf(subject)}
 	p.heard.Store(now)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if q := d.bySubject[subject]; q != nil { // another reader's, meanwhile
-		return q.addr
+		return q.addr, true
 	}
-	if len(d.bySubject) >= d.maxPeers {
-		d.evictLocked()
+	if len(d.bySubject) >= d.maxPeers && !d.evictLocked(now) {
+		return netip.AddrPort{}, false
 	}
 	d.bySubject[subject] = p
 	d.byAddr[p.addr] = p
+	d.unanswered = append(d.unanswered, p)
 	d.cfg.Logger.Debug("relay: new downlink", "subject", subject, "addr", p.addr)
-	return p.addr
+	return p.addr, true
 }
 
-// evictLocked forgets the least recently heard peer. d.mu must be held for writing.
-func (d *DroneConn) evictLocked() {
+// evictLocked forgets one peer to make room and reports whether it found one it may
+// forget: the oldest one the drone never answered (in O(1) amortised: the flood of a
+// publisher who makes up reply subjects costs no scan of the table), else the least
+// recently heard of those it has not answered for PeerKeepTime. d.mu must be held for
+// writing.
+func (d *DroneConn) evictLocked(now int64) bool {
+	for len(d.unanswered) > 0 {
+		p := d.unanswered[0]
+		d.unanswered[0] = nil
+		d.unanswered = d.unanswered[1:]
+		if d.bySubject[p.subject] == p && p.answered.Load() == 0 {
+			d.forgetLocked(p)
+			return true
+		}
+	}
 	var oldest *peer
 	for _, p := range d.bySubject {
-		if oldest == nil || p.heard.Load() < oldest.heard.Load() {
+		if now-p.answered.Load() >= int64(PeerKeepTime) && (oldest == nil || p.heard.Load() < oldest.heard.Load()) {
 			oldest = p
 		}
 	}
-	if oldest != nil {
-		delete(d.bySubject, oldest.subject)
-		delete(d.byAddr, oldest.addr)
+	if oldest == nil {
+		return false
 	}
+	d.forgetLocked(oldest)
+	return true
+}
+
+// forgetLocked removes p from the tables. d.mu must be held for writing.
+func (d *DroneConn) forgetLocked(p *peer) {
+	delete(d.bySubject, p.subject)
+	delete(d.byAddr, p.addr)
 }
 
 // addrOf is subject's synthetic address: the conn's /48 and 80 bits of HMAC-SHA256 of the
@@ -179,8 +264,12 @@ func (d *DroneConn) Owns(addr netip.AddrPort) bool {
 	return [6]byte(b[:6]) == d.net
 }
 
-// WriteTo implements link.PacketConn: it publishes b on the downlink subject of addr.
+// WriteTo implements link.PacketConn: it queues b for publication on the downlink subject
+// of addr, without waiting (WriteQueue).
 func (d *DroneConn) WriteTo(b []byte, addr netip.AddrPort) error {
+	if d.stopping.Load() {
+		return errClosed
+	}
 	d.mu.RLock()
 	p := d.byAddr[addr]
 	d.mu.RUnlock()
@@ -188,14 +277,14 @@ func (d *DroneConn) WriteTo(b []byte, addr netip.AddrPort) error {
 		d.cfg.Hooks.Dropped(DropUnknownPeer)
 		return errUnknownPeer
 	}
-	if err := d.nc.Publish(p.subject, b); err != nil {
-		d.cfg.Hooks.Dropped(DropPublish)
-		if d.closed.Load() {
-			return errClosed
-		}
-		return fmt.Errorf("relay: publish: %w", err)
+	p.answered.Store(d.now())
+	select {
+	case d.out <- outDatagram{subject: p.subject, data: bytes.Clone(b)}:
+		return nil
+	default:
+		d.cfg.Hooks.Dropped(DropBacklog)
+		return errBacklog
 	}
-	return nil
 }
 
 // Subject is the downlink subject of a peer address, if the conn knows it: for logs and
@@ -225,9 +314,23 @@ func (d *DroneConn) LocalAddr() netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom16(a), 0)
 }
 
-// Close implements link.PacketConn: it flushes what was published and closes the NATS
-// connection. Safe to call more than once.
+// Close implements link.PacketConn: it publishes what is queued (the drone's last words to
+// its operators), flushes it and closes the NATS connection. Safe to call more than once.
 func (d *DroneConn) Close() error {
+	d.stopOnce.Do(func() {
+		d.stopping.Store(true)
+		close(d.stop)
+		<-d.writerDone
+		for {
+			select {
+			case m := <-d.out:
+				d.publish(m)
+				continue
+			default:
+			}
+			break
+		}
+	})
 	d.close()
 	return nil
 }

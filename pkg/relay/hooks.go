@@ -24,11 +24,17 @@ const (
 	DropPermission
 	// DropNoResponders: (operator) nobody subscribes to the drone's uplink subject.
 	DropNoResponders
+	// DropBacklog: (drone) WriteQueue datagrams already wait for the NATS server, which
+	// takes them too slowly (a congested link, or a server that stopped reading).
+	DropBacklog
+	// DropPeerTable: (drone) a message naming a new downlink subject while the drone
+	// remembers DefaultMaxPeers of them, all answered within PeerKeepTime.
+	DropPeerTable
 	numDropReasons
 )
 
 var dropReasonNames = [numDropReasons]string{
-	"bad_reply", "oversize", "empty", "unknown_peer", "publish_failed", "slow_consumer", "permission", "no_responders",
+	"bad_reply", "oversize", "empty", "unknown_peer", "publish_failed", "slow_consumer", "permission", "no_responders", "backlog", "peers_full",
 }
 
 // String is the reason's metric label.

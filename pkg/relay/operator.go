@@ -27,7 +27,6 @@ var ErrNoDrone = errors.New("no drone serves this id on the relay")
 // for one reader.
 type OperatorConn struct {
 	*natsConn
-	sub      *nats.Subscription
 	uplink   string
 	downlink string
 	report   atomic.Pointer[func(error)]
@@ -56,11 +55,11 @@ func Dial(cfg Config) (*OperatorConn, error) {
 	if o.natsConn, err = dial(cfg); err != nil {
 		return nil, err
 	}
-	if o.sub, err = o.subscribe(o.downlink); err != nil {
+	if err = o.subscribe(o.downlink); err != nil {
 		o.close()
 		return nil, err
 	}
-	go o.watchDrops(o.sub)
+	go o.watchDrops()
 	return o, nil
 }
 
@@ -70,7 +69,7 @@ func (o *OperatorConn) Downlink() string { return o.downlink }
 // ReadFrom implements link.PacketConn: the drone's next datagram, from DroneAddr.
 func (o *OperatorConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 	for {
-		msg, err := o.nextMsg(o.sub)
+		msg, err := o.nextMsg()
 		if errors.Is(err, nats.ErrNoResponders) {
 			o.cfg.Hooks.Dropped(DropNoResponders)
 			if report := o.report.Load(); report != nil {
@@ -98,7 +97,7 @@ func (o *OperatorConn) WriteTo(b []byte, addr netip.AddrPort) error {
 	if addr != DroneAddr {
 		return fmt.Errorf("relay: %s is not the drone's address %s", addr, DroneAddr)
 	}
-	if err := o.nc.PublishRequest(o.uplink, o.downlink, b); err != nil {
+	if err := o.nc().PublishRequest(o.uplink, o.downlink, b); err != nil {
 		o.cfg.Hooks.Dropped(DropPublish)
 		if o.closed.Load() {
 			return errClosed

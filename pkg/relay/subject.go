@@ -70,7 +70,8 @@ func validDownlink(reply, prefix string) bool {
 
 // ParseURLs splits a --relay value, a comma-separated list of NATS server URLs, and checks
 // each: scheme nats or tls, a host, and no credentials (they belong in the credentials
-// file, not on a command line that every local user can read in the process list).
+// file, not on a command line that every local user can read in the process list). Its
+// errors show a URL only through RedactURLs.
 func ParseURLs(s string) ([]string, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, errors.New("no NATS server URL")
@@ -78,20 +79,52 @@ func ParseURLs(s string) ([]string, error) {
 	var urls []string
 	for _, raw := range strings.Split(s, ",") {
 		raw = strings.TrimSpace(raw)
+		if strings.Contains(raw, "@") { // user, password or token (nats://TOKEN@HOST), parsable or not
+			return nil, fmt.Errorf("%q holds credentials: put them in the --relay-creds file instead", RedactURLs(raw))
+		}
 		u, err := url.Parse(raw)
 		if err != nil || raw == "" {
-			return nil, fmt.Errorf("%q is not a URL (want nats://HOST:PORT)", raw)
+			return nil, fmt.Errorf("%q is not a URL (want nats://HOST:PORT)", RedactURLs(raw))
 		}
 		if u.Scheme != "nats" && u.Scheme != "tls" {
-			return nil, fmt.Errorf("%q: the scheme must be nats:// or tls://", u.Redacted())
+			return nil, fmt.Errorf("%q: the scheme must be nats:// or tls://", RedactURLs(raw))
 		}
 		if u.User != nil {
-			return nil, fmt.Errorf("%q holds credentials: put them in the --relay-creds file instead", u.Redacted())
+			return nil, fmt.Errorf("%q holds credentials: put them in the --relay-creds file instead", RedactURLs(raw))
 		}
 		if u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-			return nil, fmt.Errorf("%q: want nats://HOST:PORT", raw)
+			return nil, fmt.Errorf("%q: want nats://HOST:PORT", RedactURLs(raw))
 		}
 		urls = append(urls, u.String())
 	}
 	return urls, nil
+}
+
+// RedactURLs is s, a comma-separated list of URLs as a user wrote it, with whatever comes
+// before the last '@' of each URL (after its "scheme://" or "scheme:") replaced by
+// REDACTED, for messages: unlike url.URL.Redacted it also hides a user name (a NATS token
+// is written nats://TOKEN@HOST) and works on text url.Parse cannot read or reads without a
+// user part ("alice:pw@relay:4222").
+func RedactURLs(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		at := strings.LastIndex(p, "@")
+		if at < 0 {
+			continue
+		}
+		start := 0
+		if j := strings.Index(p, "://"); j >= 0 && j < at {
+			start = j + len("://")
+		} else {
+			trimmed := strings.TrimLeft(p, " ")
+			for _, scheme := range []string{"nats:", "tls:", "ws:", "wss:"} {
+				if len(trimmed) >= len(scheme) && strings.EqualFold(trimmed[:len(scheme)], scheme) {
+					start = len(p) - len(trimmed) + len(scheme)
+					break
+				}
+			}
+		}
+		parts[i] = p[:start] + "REDACTED" + p[at:]
+	}
+	return strings.Join(parts, ",")
 }
