@@ -541,9 +541,12 @@ func TestExamplePermissionsAgainstNATSUsers(t *testing.T) {
 // relay's operator sees.
 type spy struct {
 	mu   sync.Mutex
+	nc   *nats.Conn
+	sub  *nats.Subscription
 	msgs []*nats.Msg
 }
 
+// startSpy subscribes to everything of the relay, as its operator sees it.
 func startSpy(t *testing.T, url string) (*spy, *nats.Conn) {
 	t.Helper()
 	nc, err := nats.Connect(url)
@@ -551,18 +554,37 @@ func startSpy(t *testing.T, url string) (*spy, *nats.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	s := &spy{}
-	if _, err := nc.Subscribe("dronelink.>", func(m *nats.Msg) {
-		s.mu.Lock()
-		s.msgs = append(s.msgs, m)
-		s.mu.Unlock()
-	}); err != nil {
+	s := &spy{nc: nc}
+	// A synchronous subscription: the client queues each message as it reads it, so once
+	// a flush returns, every message the server sent before its pong is queued (a callback
+	// subscription would still be running callbacks on a goroutine of its own).
+	if s.sub, err = nc.SubscribeSync("dronelink.>"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.sub.SetPendingLimits(-1, -1); err != nil {
 		t.Fatal(err)
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	return s, nc
+}
+
+// collect takes every message the server has sent the spy so far into s.msgs.
+func (s *spy) collect(t *testing.T) {
+	t.Helper()
+	if err := s.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		m, err := s.sub.NextMsg(0)
+		if err != nil {
+			return
+		}
+		s.msgs = append(s.msgs, m)
+	}
 }
 
 func (s *spy) uplink() []*nats.Msg {
@@ -583,22 +605,13 @@ func (s *spy) uplink() []*nats.Msg {
 func TestRelaySeesSealedDatagramsOnly(t *testing.T) {
 	ns := startNATS(t, "")
 	url := ns.ClientURL()
-	sp, spyConn := startSpy(t, url)
+	sp, _ := startSpy(t, url)
 	d := startDrone(t, []string{url}, "drone-7", nil)
 	telemetry := make(chan string, 4)
-	conn, err := relay.Dial(relay.Config{URLs: []string{url}, DroneID: "drone-7", Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := operatorConfig(conn, relay.DroneAddr, "alice")
-	cfg.OnTelemetry = func(p []byte) { telemetry <- string(p) }
+	alice, _ := dialRelay(t, relay.Config{URLs: []string{url}, DroneID: "drone-7", Logger: testLogger()}, "alice",
+		func(c *link.ClientConfig) { c.OnTelemetry = func(p []byte) { telemetry <- string(p) } })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	alice, err := link.Dial(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alice.Close()
 	if ack, err := alice.Command(ctx, []byte("take off to 120 m")); err != nil || ack.Status != link.AckOK {
 		t.Fatalf("command: %+v %v", ack, err)
 	}
@@ -610,9 +623,7 @@ func TestRelaySeesSealedDatagramsOnly(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("no telemetry")
 	}
-	if err := spyConn.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	sp.collect(t)
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	if len(sp.msgs) < 6 {
@@ -641,25 +652,14 @@ func TestRelayOperatorReplaysAndRedirects(t *testing.T) {
 	sp, spyConn := startSpy(t, url)
 	d := startDrone(t, []string{url}, "drone-7", nil)
 	telemetry := make(chan string, 4)
-	conn, err := relay.Dial(relay.Config{URLs: []string{url}, DroneID: "drone-7", Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := operatorConfig(conn, relay.DroneAddr, "alice")
-	cfg.OnTelemetry = func(p []byte) { telemetry <- string(p) }
+	alice, _ := dialRelay(t, relay.Config{URLs: []string{url}, DroneID: "drone-7", Logger: testLogger()}, "alice",
+		func(c *link.ClientConfig) { c.OnTelemetry = func(p []byte) { telemetry <- string(p) } })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	alice, err := link.Dial(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alice.Close()
 	if ack, err := alice.Command(ctx, []byte("take off")); err != nil || ack.Status != link.AckOK {
 		t.Fatalf("command: %+v %v", ack, err)
 	}
-	if err := spyConn.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	sp.collect(t)
 	recorded := sp.uplink()
 	if len(recorded) < 3 {
 		t.Fatalf("recorded %d uplink datagrams", len(recorded))
