@@ -58,7 +58,8 @@ func NewRelay(reg prometheus.Registerer, role string) (*Relay, error) {
 			" or disconnected with the reconnect buffer full), slow_consumer (NATS dropped messages this end read too slowly)," +
 			" permission (the server refused an operation), no_responders (no drone serves the id), backlog (the drone's" +
 			" datagrams waited too long for the server), peers_full (a new downlink while the drone remembers as many as it" +
-			" may, all in use)."}, []string{"reason"})
+			" may, all in use), protocol (the NATS server sent a stream the framing guard refuses: a line too long, a message size" +
+			" malformed or too large; the connection was closed and reconnects)."}, []string{"reason"})
 	if err := registerAll(reg, []prometheus.Collector{connected, serverInfo, disconnects, reconnects, dropped}); err != nil {
 		return nil, err
 	}

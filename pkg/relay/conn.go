@@ -189,6 +189,8 @@ func (c *natsConn) connect() (*nats.Conn, error) {
 		nats.ReconnectHandler(c.onReconnect),
 		nats.DisconnectErrHandler(c.onDisconnect),
 		nats.ErrorHandler(c.onError),
+		// Every connection, first or again, reads the server through the framing guard.
+		nats.SetCustomDialer(newGuardDialer(cfg.URLs, cfg.ConnectTimeout, c.onProtocolError)),
 	}
 	creds, err := cfg.Creds.options()
 	if err != nil {
@@ -275,6 +277,13 @@ func (c *natsConn) onError(_ *nats.Conn, _ *nats.Subscription, err error) {
 	default:
 		c.errLog.Warn("relay: NATS error", "err", err)
 	}
+}
+
+// onProtocolError: the framing guard refused what the server sent and closed the
+// connection; nats.go reconnects.
+func (c *natsConn) onProtocolError(err error) {
+	c.cfg.Hooks.Dropped(DropProtocol)
+	c.errLog.Warn("relay: the NATS server sent what the client must not parse; connection closed, reconnecting", "err", err)
 }
 
 // subscribe subscribes the end to subject for its synchronous reader (subscribeOn) and

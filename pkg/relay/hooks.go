@@ -30,11 +30,16 @@ const (
 	// DropPeerTable: (drone) a message naming a new downlink subject while the drone
 	// remembers DefaultMaxPeers of them, all answered within PeerKeepTime.
 	DropPeerTable
+	// DropProtocol: the NATS server sent a stream the framing guard refuses (guard.go: a
+	// line too long, a message size malformed or over MaxMessageSize); the connection was
+	// closed, with whatever it carried, and the client reconnects. Counted once per
+	// connection.
+	DropProtocol
 	numDropReasons
 )
 
 var dropReasonNames = [numDropReasons]string{
-	"bad_reply", "oversize", "empty", "unknown_peer", "publish_failed", "slow_consumer", "permission", "no_responders", "backlog", "peers_full",
+	"bad_reply", "oversize", "empty", "unknown_peer", "publish_failed", "slow_consumer", "permission", "no_responders", "backlog", "peers_full", "protocol",
 }
 
 // String is the reason's metric label.

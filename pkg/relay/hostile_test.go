@@ -717,3 +717,29 @@ func TestRelayOperatorReplaysAndRedirects(t *testing.T) {
 		t.Fatalf("command after the replays: %+v %v", ack, err)
 	}
 }
+
+// TestHostileRelayProtocolDropCounted: a message size over relay.MaxMessageSize (2 MiB,
+// which nats.go itself would wait for) fails the connection before nats.go parses it: the
+// drop is counted (DropProtocol) and the drone connects again and hears its uplink.
+func TestHostileRelayProtocolDropCounted(t *testing.T) {
+	f := startFakeNATS(t)
+	hooks := newRelayHooks()
+	d, err := relay.Listen(relay.Config{URLs: []string{f.URL()}, DroneID: "drone-7", Logger: testLogger(), Hooks: hooks,
+		ReconnectWait: 10 * time.Millisecond, KeepTrying: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	c := f.next(t)
+	if err := c.write(fmt.Sprintf("MSG dronelink.drone-7.up %s dronelink.drone-7.down.alice.1 %d\r\n", c.sid, 2<<20)); err != nil {
+		t.Fatal(err)
+	}
+	hooks.waitDrop(t, relay.DropProtocol, 1)
+	again := f.next(t)
+	again.deliver(t, "dronelink.drone-7.down.alice.1", []byte("\x14after"))
+	buf := make([]byte, link.ReadBufferSize)
+	n, _, err := d.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "\x14after" {
+		t.Fatalf("after the refused message: read %q, %v", buf[:n], err)
+	}
+}
