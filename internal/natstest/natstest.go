@@ -197,17 +197,8 @@ func (c *Cluster) waitRoutes(ctx context.Context) error {
 
 // routeNames are the distinct servers the node has a route to.
 func (n *Node) routeNames(ctx context.Context) ([]string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.monitor+"/routez", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
 	var rz server.Routez
-	if err := json.NewDecoder(resp.Body).Decode(&rz); err != nil {
+	if err := n.Monitor(ctx, "/routez", &rz); err != nil {
 		return nil, err
 	}
 	seen := map[string]bool{}
@@ -220,6 +211,30 @@ func (n *Node) routeNames(ctx context.Context) ([]string, error) {
 	}
 	return names, nil
 }
+
+// Monitor asks the node's HTTP monitoring endpoint for path ("/varz", "/connz?state=any",
+// "/routez") and decodes its JSON answer into v (server.Varz, server.Connz, ...).
+func (n *Node) Monitor(ctx context.Context, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.monitor+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("natstest: %s%s: %s", n.monitor, path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("natstest: %s%s: %w", n.monitor, path, err)
+	}
+	return nil
+}
+
+// PID is the node's process id (its CPU time is in /proc/PID/stat).
+func (n *Node) PID() int { return n.cmd.Process.Pid }
 
 // URLs are the client URLs of every node.
 func (c *Cluster) URLs() []string {
