@@ -109,7 +109,7 @@ func TestFleetLines(t *testing.T) {
 		if acked, _ := strconv.Atoi(m[1]); acked == 0 || m[2] != "0" {
 			t.Errorf("%s: %s commands acknowledged, %s failed", transport, m[1], m[2])
 		}
-		if !regexp.MustCompile(head + `cpu: cpu/1k-msg=\d+\.\dms nats-cpu/1k-msg=\S+ machine-busy=\S+ others=\S+ idle-cpu=\d+% nats-idle-cpu=\S+ machine-idle-busy=\S+ others=\S+ setup=\d+\.\ds$`).MatchString(out) {
+		if !regexp.MustCompile(head + `cpu: cpu/1k-msg=\d+\.\dms nats-cpu/1k-msg=\S+ machine-busy=\S+ others=\S+ steal=\S+ idle-cpu=\d+% nats-idle-cpu=\S+ machine-idle-busy=\S+ others=\S+ gc=\d+ sched-p99=\d+\.\d\dms sched-max=\d+\.\d\dms setup=\d+\.\ds$`).MatchString(out) {
 			t.Errorf("%s: no cpu line in the documented form", transport)
 		}
 		if !regexp.MustCompile(head + `memory: heap/drone=\d+\.\dkB heap/pair=\d+\.\dkB heap/pair\+cmd=\d+\.\dkB rss/pair\+cmd=\d+\.\dkB heap-end/pair=\d+\.\dkB rss-end/pair=\d+\.\dkB$`).MatchString(out) {

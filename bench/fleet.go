@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -127,9 +128,12 @@ type fleetResult struct {
 
 	cpu, idleCPU         time.Duration // this process, over the window and over the idle period
 	busy, idleBusy       float64       // the whole machine's busy share over the window and the idle period (-1: unknown)
+	steal                float64       // the share the hypervisor took from the machine over the window (in busy)
 	natsCPU, natsIdleCPU time.Duration // the nats-server processes (relay only)
 	natsCPUKnown         bool
 	idleFor              time.Duration
+	gcs                  uint32        // collections in this process during the window
+	schedP99, schedMax   time.Duration // the Go scheduler's latency over the window (runnable to running), this process
 
 	// Memory per drone, in bytes: drones alone; with their operators logged in; after one
 	// command each (the drone's de-duplication table for the operator); after the run.
@@ -198,9 +202,9 @@ func (r *fleetResult) lines() []string {
 		natsCPU, natsIdle = per1k(r.natsCPU), idle(r.natsIdleCPU)
 	}
 	out = append(out,
-		fmt.Sprintf("%s cpu: cpu/1k-msg=%s nats-cpu/1k-msg=%s machine-busy=%s others=%s idle-cpu=%s nats-idle-cpu=%s machine-idle-busy=%s others=%s setup=%.1fs",
-			head, per1k(r.cpu), natsCPU, share(r.busy), others(r.busy, r.cpu+r.natsCPU, r.window), idle(r.idleCPU), natsIdle,
-			share(r.idleBusy), others(r.idleBusy, r.idleCPU+r.natsIdleCPU, r.idleFor), r.setup.Seconds()),
+		fmt.Sprintf("%s cpu: cpu/1k-msg=%s nats-cpu/1k-msg=%s machine-busy=%s others=%s steal=%s idle-cpu=%s nats-idle-cpu=%s machine-idle-busy=%s others=%s gc=%d sched-p99=%s sched-max=%s setup=%.1fs",
+			head, per1k(r.cpu), natsCPU, share(r.busy), others(r.busy, r.cpu+r.natsCPU, r.window), share(r.steal), idle(r.idleCPU), natsIdle,
+			share(r.idleBusy), others(r.idleBusy, r.idleCPU+r.natsIdleCPU, r.idleFor), r.gcs, ms(r.schedP99), ms(r.schedMax), r.setup.Seconds()),
 		fmt.Sprintf("%s memory: heap/drone=%s heap/pair=%s heap/pair+cmd=%s rss/pair+cmd=%s heap-end/pair=%s rss-end/pair=%s",
 			head, kb(r.heapDrone), kb(r.heapPair), kb(r.heapCmd), kb(r.rssPair), kb(r.heapEnd), kb(r.rssEnd)))
 	if n := r.nats; n != nil {
@@ -240,39 +244,49 @@ func others(busy float64, ours, d time.Duration) string {
 	return share(max(0, busy-ours.Seconds()/(d.Seconds()*float64(runtime.NumCPU()))))
 }
 
-// machineTicks are the busy and total clock ticks of every CPU since boot (/proc/stat).
-func machineTicks() (busy, total uint64, ok bool) {
+// ticks are the clock ticks of every CPU since boot (/proc/stat): busy (steal included),
+// stolen by the hypervisor, and all.
+type ticks struct {
+	busy, steal, total uint64
+	ok                 bool
+}
+
+// machineTicks reads the ticks.
+func machineTicks() (t ticks) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, 0, false
+		return t
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	fields := strings.Fields(line)
-	if len(fields) < 8 || fields[0] != "cpu" {
-		return 0, 0, false
+	if len(fields) < 9 || fields[0] != "cpu" {
+		return t
 	}
-	for i, f := range fields[1:] {
+	// user nice system idle iowait irq softirq steal [guest guest_nice, already in user and nice]
+	for i, f := range fields[1:9] {
 		n, err := strconv.ParseUint(f, 10, 64)
 		if err != nil {
-			return 0, 0, false
+			return ticks{}
 		}
-		if i >= 8 { // guest and guest_nice are counted in user and nice already
-			break
-		}
-		total += n
+		t.total += n
 		if i != 3 && i != 4 { // idle, iowait
-			busy += n
+			t.busy += n
+		}
+		if i == 7 {
+			t.steal = n
 		}
 	}
-	return busy, total, true
+	t.ok = true
+	return t
 }
 
-// machineBusy is the machine's busy share between two machineTicks readings, -1 if unknown.
-func machineBusy(b0, t0, b1, t1 uint64, ok bool) float64 {
-	if !ok || t1 <= t0 {
-		return -1
+// shares are the machine's busy and stolen shares from t to later, -1 if unknown.
+func (t ticks) shares(later ticks) (busy, steal float64) {
+	if !t.ok || !later.ok || later.total <= t.total {
+		return -1, -1
 	}
-	return float64(b1-b0) / float64(t1-t0)
+	d := float64(later.total - t.total)
+	return float64(later.busy-t.busy) / d, float64(later.steal-t.steal) / d
 }
 
 // kb formats bytes as kB (10^3 bytes).
@@ -408,7 +422,8 @@ func runFleetMode(ctx context.Context, o fleetOptions, w io.Writer) error {
 		"# node i mod %d, its operator on %s); udp = a link.UDPConn each on 127.0.0.1.\n"+
 		"# telemetry p50/p99 = one way, Broadcast to OnTelemetry; commands p50/p99 = Ack.RoundTrip; cpu/1k-msg = CPU time\n"+
 		"# over the window per 1,000 telemetry payloads sent (this process: getrusage; nats-servers: /proc/PID/stat);\n"+
-		"# machine-busy = all CPUs (/proc/stat), others = the part not ours; idle-cpu, nats-idle-cpu = before the window,\n"+
+		"# machine-busy = all CPUs (/proc/stat), others = the part not ours, steal = the hypervisor's; gc = collections in\n"+
+		"# this process; sched- = its goroutines' wait from runnable to running; idle-cpu, nats-idle-cpu = before the window,\n"+
 		"# the fleet logged in but silent, as a share of one core (machine-idle-busy, others: of all CPUs then); heap = live\n"+
 		"# heap after GC, rss = VmRSS after returning free memory, as a difference from before the fleet, per drone (kB = 1000 B)\n",
 		o.drones, o.rate, o.size, o.every, o.duration, o.ramp, fleetKeyBits, o.nodes, o.nodes, operatorNode)
@@ -491,12 +506,11 @@ func runFleet(ctx context.Context, o fleetOptions, ids *identities, cluster *nat
 	// NATS pings).
 	r.idleFor = min(3*time.Second, o.duration/4)
 	cpu0, nats0, natsOK := f.cpu()
-	mb0, mt0, mok := machineTicks()
+	ticks0 := machineTicks()
 	time.Sleep(r.idleFor)
 	cpu1, nats1, _ := f.cpu()
-	mb1, mt1, mok1 := machineTicks()
+	r.idleBusy, _ = ticks0.shares(machineTicks())
 	r.idleCPU, r.natsIdleCPU = cpu1-cpu0, nats1-nats0
-	r.idleBusy = machineBusy(mb0, mt0, mb1, mt1, mok && mok1)
 
 	// Room for every latency sample, allocated after the memory readings.
 	expect := int(o.rate*o.duration.Seconds()*1.1) + 2
@@ -528,8 +542,11 @@ func runFleet(ctx context.Context, o fleetOptions, ids *identities, cluster *nat
 			return nil, err
 		}
 	}
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	sched0 := schedLatencies()
 	cpu0, nats0, _ = f.cpu()
-	mb0, mt0, mok = machineTicks()
+	ticks0 = machineTicks()
 	windowStart := time.Since(f.t0)
 	wctx, endWindow := context.WithCancel(ctx)
 	var senders, commanders sync.WaitGroup
@@ -547,8 +564,10 @@ func runFleet(ctx context.Context, o fleetOptions, ids *identities, cluster *nat
 	senders.Wait()
 	r.window = time.Since(f.t0) - windowStart
 	cpu1, nats1, _ = f.cpu()
-	mb1, mt1, mok1 = machineTicks()
-	r.busy = machineBusy(mb0, mt0, mb1, mt1, mok && mok1)
+	r.busy, r.steal = ticks0.shares(machineTicks())
+	runtime.ReadMemStats(&ms1)
+	r.schedP99, r.schedMax = sched0.since(schedLatencies())
+	r.gcs = ms1.NumGC - ms0.NumGC
 	if o.cpuprofile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -965,4 +984,55 @@ func settleQuiet(counter *atomic.Uint64, quiet, limit time.Duration) {
 			last, since = n, time.Now()
 		}
 	}
+}
+
+// schedHistogram is the Go runtime's histogram of scheduling latencies (the time a
+// goroutine waited, runnable, for a thread to run it) at one time.
+type schedHistogram struct {
+	counts  []uint64
+	buckets []float64 // seconds: bucket i is [buckets[i], buckets[i+1])
+}
+
+// schedLatencies reads /sched/latencies:seconds.
+func schedLatencies() schedHistogram {
+	sample := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindFloat64Histogram {
+		return schedHistogram{}
+	}
+	h := sample[0].Value.Float64Histogram()
+	return schedHistogram{counts: slices.Clone(h.Counts), buckets: h.Buckets}
+}
+
+// since is the 99th percentile and the largest latency (each bucket's upper bound) of the
+// goroutines scheduled between h and later.
+func (h schedHistogram) since(later schedHistogram) (p99, largest time.Duration) {
+	if len(h.counts) == 0 || len(later.counts) != len(h.counts) {
+		return 0, 0
+	}
+	diff := make([]uint64, len(h.counts))
+	var total uint64
+	for i := range diff {
+		diff[i] = later.counts[i] - h.counts[i]
+		total += diff[i]
+	}
+	upper := func(i int) time.Duration {
+		b := later.buckets[i+1]
+		if b > 1e9 { // the last bucket is unbounded
+			b = later.buckets[i]
+		}
+		return time.Duration(b * float64(time.Second))
+	}
+	var seen uint64
+	for i, c := range diff {
+		if c == 0 {
+			continue
+		}
+		seen += c
+		if p99 == 0 && float64(seen) >= 0.99*float64(total) {
+			p99 = upper(i)
+		}
+		largest = upper(i)
+	}
+	return p99, largest
 }
