@@ -54,23 +54,30 @@ func StartEmbedded(dir, conf string) (*server.Server, error) {
 }
 
 var (
-	buildOnce sync.Once
-	buildPath string
-	buildErr  error
+	buildMu   sync.Mutex
+	buildPath string // the last binary built, if any
 )
 
-// BuildServer builds the nats-server binary of the version go.mod pins into dir, once per
-// process (later calls return the first result; the go build cache makes it quick after the
-// first time on a machine).
+// BuildServer builds the nats-server binary of the version go.mod pins into dir and
+// returns its path. Later calls return the same binary while it exists, and build again
+// into their own dir once it is gone (the dir of the first call may have been a test's
+// t.TempDir(), removed when that test ended). The go build cache makes a build quick after
+// the first on a machine.
 func BuildServer(dir string) (string, error) {
-	buildOnce.Do(func() {
-		buildPath = filepath.Join(dir, "nats-server")
-		cmd := exec.Command("go", "build", "-o", buildPath, "github.com/nats-io/nats-server/v2")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("natstest: go build nats-server: %v\n%s", err, out)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildPath != "" {
+		if _, err := os.Stat(buildPath); err == nil {
+			return buildPath, nil
 		}
-	})
-	return buildPath, buildErr
+	}
+	path := filepath.Join(dir, "nats-server")
+	cmd := exec.Command("go", "build", "-o", path, "github.com/nats-io/nats-server/v2")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("natstest: go build nats-server: %v\n%s", err, out)
+	}
+	buildPath = path
+	return path, nil
 }
 
 // Node is one nats-server process of a Cluster.
