@@ -82,6 +82,59 @@ func TestOtherSections(t *testing.T) {
 	}
 }
 
+// The fleet mode runs a small fleet through a 3-node nats-server cluster and over UDP and
+// prints its lines: telemetry delivered and commands acknowledged on both transports, the
+// relay's datagram accounting, and the goal line. Counts only, never a time.
+func TestFleetLines(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds nats-server and generates RSA keys")
+	}
+	out := runHarness(t, "--fleet", "10", "--fleet-duration", "2s", "--fleet-command-every", "300ms", "--fleet-ramp", "4")
+	for _, transport := range []string{"relay", "udp"} {
+		head := `(?m)^fleet ` + transport + ` round=1 drones=10 `
+		m := regexp.MustCompile(head + `telemetry: offered=100/s sent=(\d+) unsent=0 delivered=(\d+) \(\d+\.\d{3}%\) rate=\d+/s lost=-?\d+ reordered=\d+ p50=\S+ p99=\S+ max=\S+ link-drops=\d+ link-downs=\d+$`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("%s: no telemetry line in the documented form", transport)
+		}
+		if sent, _ := strconv.Atoi(m[1]); sent == 0 {
+			t.Errorf("%s: no telemetry sent", transport)
+		}
+		if delivered, _ := strconv.Atoi(m[2]); delivered == 0 {
+			t.Errorf("%s: no telemetry delivered", transport)
+		}
+		m = regexp.MustCompile(head + `commands: acked=(\d+) failed=(\d+) p50=\S+ p99=\S+ max=\S+$`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("%s: no commands line in the documented form", transport)
+		}
+		if acked, _ := strconv.Atoi(m[1]); acked == 0 || m[2] != "0" {
+			t.Errorf("%s: %s commands acknowledged, %s failed", transport, m[1], m[2])
+		}
+		if !regexp.MustCompile(head + `cpu: cpu/1k-msg=\d+\.\dms nats-cpu/1k-msg=\S+ machine-busy=\S+ others=\S+ steal=\S+ idle-cpu=\d+% nats-idle-cpu=\S+ machine-idle-busy=\S+ others=\S+ gc=\d+ sched-p99=\d+\.\d\dms sched-max=\d+\.\d\dms setup=\d+\.\ds$`).MatchString(out) {
+			t.Errorf("%s: no cpu line in the documented form", transport)
+		}
+		if !regexp.MustCompile(head + `memory: heap/drone=\d+\.\dkB heap/pair=\d+\.\dkB heap/pair\+cmd=\d+\.\dkB rss/pair\+cmd=\d+\.\dkB heap-end/pair=\d+\.\dkB rss-end/pair=\d+\.\dkB$`).MatchString(out) {
+			t.Errorf("%s: no memory line in the documented form", transport)
+		}
+	}
+	for _, dir := range []string{"down", "up"} {
+		m := regexp.MustCompile(`(?m)^fleet relay round=1 drones=10 nats ` + dir + `: written=(\d+) accepted=(\d+) forwarded=(\d+) read=(\d+) never-accepted=-?\d+ lost-in-nats=-?\d+ lost-after-nats=-?\d+ \(each ±\d+\)$`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no nats %s line in the documented form", dir)
+		}
+		for i, what := range []string{"written", "accepted", "forwarded", "read"} {
+			if n, _ := strconv.Atoi(m[i+1]); n == 0 {
+				t.Errorf("nats %s: %s = 0", dir, what)
+			}
+		}
+	}
+	if !regexp.MustCompile(`(?m)^fleet relay round=1 drones=10 nats: client-drops=\S+ disconnects=\d+ server-slow-consumers=\d+ \(routes \d+\)$`).MatchString(out) {
+		t.Error("no nats drops line")
+	}
+	if !regexp.MustCompile(`(?m)^fleet-goal round=1 command p99 relay-udp=[+-]\d+\.\d\dms \(goal: at most 10ms: (met|NOT met)\)$`).MatchString(out) {
+		t.Error("no goal line")
+	}
+}
+
 func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"--size", "64", "--sizes", "64"},
@@ -93,6 +146,10 @@ func TestBadFlags(t *testing.T) {
 		{"--cold-loss", "1"},
 		{"--delay", "-1ms"},
 		{"--cold", "-1"},
+		{"--fleet", "10", "--fleet-transport", "tcp"},
+		{"--fleet", "10", "--fleet-size", "8"},
+		{"--fleet", "10", "--daemon-memory", "1"},
+		{"--fleet", "-1"},
 		{"extra"},
 	} {
 		var stdout, stderr bytes.Buffer

@@ -2,7 +2,8 @@
 // next to plain Go UDP, pion/dtls v3 (PSK, AES-128-GCM) and wireguard-go on loopback, in one
 // invocation, one after another, and prints one line per contender and the ratios of
 // dronelink to each. Optional sections measure command goodput over a lossy link, the
-// drone's handshake rate and the memory of idle sessions.
+// drone's handshake rate and the memory of idle sessions. Two modes run alone: the
+// daemon's memory through logins, and a fleet of drones through the NATS relay and over UDP.
 //
 //	go run ./bench [--duration 2s] [--rounds 3] [--size 64 | --sizes 64,256,1200]
 //	               [--contenders LIST] [--batch] [--loss 0.1,0.3] [--loss-duration 10s]
@@ -11,6 +12,9 @@
 //	               [--sessions 10000] [--cpuprofile FILE]
 //	go run ./bench --daemon-memory 3 [--daemon-bin PATH] [--daemon-flags "..."]
 //	               [--argon2 m=65536,t=1,p=2] [--memory-watch 30s]
+//	go run ./bench --fleet 1000 [--fleet-duration 30s] [--fleet-rate 10] [--fleet-size 64]
+//	               [--fleet-command-every 10s] [--fleet-transport relay,udp] [--fleet-nodes 3]
+//	               [--fleet-ramp 32] [--fleet-rounds 1] [--fleet-same-node]
 //
 // Numbers are noisy (about ±15% between runs on a shared 2-core machine): only ratios
 // measured within one run mean anything. See BENCHMARKS.md.
@@ -58,6 +62,7 @@ type options struct {
 	mavlinkAggs []time.Duration
 	mavlinkFor  time.Duration
 	daemonMem   daemonMemOptions
+	fleet       fleetOptions
 }
 
 // defaultContenders run when --contenders is not given; --batch adds the batched variants.
@@ -87,7 +92,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.handshakes, "handshakes", 200, "drone-side handshakes per RSA key size (0: skip handshakes)")
 	bits := fs.String("rsa-bits", "3072,2048", "drone and operator RSA key sizes for the handshake rate")
 	fs.IntVar(&o.sessions, "sessions", 10000, "idle sessions for the memory figure (0: skip)")
-	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file (fleet mode: of each measured window, to FILE.TRANSPORT-ROUND)")
 	mavAggs := fs.String("mavlink", "", "MAVLink mode: comma-separated aggregation timers, e.g. 0,20ms,50ms (off if empty)")
 	fs.DurationVar(&o.mavlinkFor, "mavlink-duration", 5*time.Second, "how long each MAVLink run streams")
 	fs.IntVar(&o.daemonMem.logins, "daemon-memory", 0, "daemon memory mode, alone: run dronelinkd and read its resident memory idle, during this many simultaneous logins and after (0: off)")
@@ -96,8 +101,29 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	argon2Params := fs.String("argon2", "m=65536,t=1,p=2", "daemon memory mode: argon2id parameters of the users' password hashes (m in KiB)")
 	fs.DurationVar(&o.daemonMem.watch, "memory-watch", 30*time.Second, "daemon memory mode: how long to keep reading after the logins")
 	fs.DurationVar(&o.daemonMem.settle, "memory-settle", 2*time.Second, "daemon memory mode: idle time between the daemon's start and the idle reading")
+	fs.IntVar(&o.fleet.drones, "fleet", 0, "fleet mode, alone: this many drones in this process stream telemetry to one operator each and take its commands, through the NATS relay and over UDP (0: off)")
+	fs.DurationVar(&o.fleet.duration, "fleet-duration", 30*time.Second, "fleet mode: how long the fleet is measured, after every operator logged in")
+	fs.Float64Var(&o.fleet.rate, "fleet-rate", 10, "fleet mode: telemetry payloads per drone per second")
+	fs.IntVar(&o.fleet.size, "fleet-size", 64, "fleet mode: telemetry payload bytes")
+	fs.DurationVar(&o.fleet.every, "fleet-command-every", 10*time.Second, "fleet mode: each operator sends one command this often, at a random phase")
+	fleetTransports := fs.String("fleet-transport", "relay,udp", "fleet mode: comma-separated transports, run in turn: relay (NATS cluster), udp (direct, loopback)")
+	fs.IntVar(&o.fleet.nodes, "fleet-nodes", 3, "fleet mode: nats-server processes in the cluster")
+	fs.IntVar(&o.fleet.ramp, "fleet-ramp", 32, "fleet mode: drones started, and operators logging in, at once during setup")
+	fs.IntVar(&o.fleet.rounds, "fleet-rounds", 1, "fleet mode: run the transports in turn this many times")
+	fs.BoolVar(&o.fleet.sameNode, "fleet-same-node", false, "fleet mode: each operator on its drone's nats-server (default: on the next one, across a route)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if o.fleet.drones != 0 {
+		if o.fleet.transports, err = parseFleetTransports(*fleetTransports); err != nil {
+			return nil, fmt.Errorf("--fleet-transport: %w", err)
+		}
+		if err := o.fleet.check(); err != nil {
+			return nil, err
+		}
+		if o.daemonMem.logins > 0 {
+			return nil, errors.New("--fleet and --daemon-memory each run alone: use one")
+		}
 	}
 	o.daemonMem.flags = strings.Fields(*daemonFlags)
 	if o.daemonMem.argon2, err = parseArgon2(*argon2Params); err != nil {
@@ -246,7 +272,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "bench:", err)
 		return 2
 	}
-	if o.cpuprofile != "" {
+	if o.fleet.drones > 0 {
+		o.fleet.cpuprofile = o.cpuprofile // the measured windows only, not the setup's RSA
+	} else if o.cpuprofile != "" {
 		f, err := os.Create(o.cpuprofile)
 		if err != nil {
 			fmt.Fprintln(stderr, "bench:", err)
@@ -270,6 +298,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func runSections(ctx context.Context, o *options, w io.Writer) error {
 	e := &env{}
 	printMachine(w, o)
+	if o.fleet.drones > 0 {
+		// Alone: the fleet takes both cores, and its figures are its own.
+		return runFleetMode(ctx, o.fleet, w)
+	}
 	if o.daemonMem.logins > 0 {
 		// Alone: anything else running in this process would share the cores with the
 		// daemon and its logins.

@@ -48,8 +48,8 @@ func (r result) line() string {
 func printMachine(w io.Writer, o *options) {
 	fmt.Fprintf(w, "# machine: %d cores (%s), %s %s/%s, GOMAXPROCS=%d\n",
 		runtime.NumCPU(), cpuModel(), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0))
-	if o.daemonMem.logins > 0 {
-		return // the daemon memory mode runs alone and describes itself
+	if o.daemonMem.logins > 0 || o.fleet.drones > 0 {
+		return // the daemon memory and fleet modes run alone and describe themselves
 	}
 	fmt.Fprintf(w, "# loopback 127.0.0.1, sender and receiver in this process sharing the cores, %v per contender\n"+
 		"# and round, %d interleaved round(s), each line the contender's median round by pps;\n"+

@@ -54,26 +54,31 @@ func StartEmbedded(dir, conf string) (*server.Server, error) {
 }
 
 var (
-	buildOnce sync.Once
-	buildPath string
-	buildErr  error
+	buildMu   sync.Mutex
+	buildPath string // the last binary built, if any
 )
 
-// BuildServer builds the nats-server binary of the version go.mod pins into dir, once per
-// process: later calls return the first result, whatever their dir, so dir must outlive
-// every caller (a test binary's TestMain makes it and removes it after m.Run; a test's
-// TempDir would be gone for the next test). The go build cache makes it quick after the
-// first time on a machine. It needs the go command: without it, it fails.
+// BuildServer builds the nats-server binary of the version go.mod pins into dir and
+// returns its path. Later calls return the same binary while it exists, and build again
+// into their own dir once it is gone (the dir of the first call may have been a test's
+// t.TempDir(), removed when that test ended). The go build cache makes a build quick after
+// the first on a machine.
 func BuildServer(dir string) (string, error) {
-	buildOnce.Do(func() {
-		buildPath = filepath.Join(dir, "nats-server")
-		// Without symbol table and DWARF the link takes half the time (stack traces stay).
-		cmd := exec.Command("go", "build", "-ldflags=-s -w", "-o", buildPath, "github.com/nats-io/nats-server/v2")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("natstest: go build nats-server: %v\n%s", err, out)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildPath != "" {
+		if _, err := os.Stat(buildPath); err == nil {
+			return buildPath, nil
 		}
-	})
-	return buildPath, buildErr
+	}
+	path := filepath.Join(dir, "nats-server")
+	// Without symbol table and DWARF the link takes half the time (stack traces stay).
+	cmd := exec.Command("go", "build", "-ldflags=-s -w", "-o", path, "github.com/nats-io/nats-server/v2")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("natstest: go build nats-server: %v\n%s", err, out)
+	}
+	buildPath = path
+	return path, nil
 }
 
 // Node is one nats-server process of a Cluster.
@@ -266,27 +271,10 @@ func (c *Cluster) waitRoutes(ctx context.Context) error {
 	return nil
 }
 
-// getJSON decodes the JSON document at url into v.
-func getJSON(ctx context.Context, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := monitorClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
-}
-
 // routeNames are the distinct servers the node has a route to.
 func (n *Node) routeNames(ctx context.Context) ([]string, error) {
 	var rz server.Routez
-	if err := getJSON(ctx, n.monitor+"/routez", &rz); err != nil {
+	if err := n.Monitor(ctx, "/routez", &rz); err != nil {
 		return nil, err
 	}
 	seen := map[string]bool{}
@@ -304,7 +292,7 @@ func (n *Node) routeNames(ctx context.Context) ([]string, error) {
 // (INFO's connect_urls, which /varz shows).
 func (c *Cluster) missingURLs(ctx context.Context, n *Node) ([]string, error) {
 	var vz server.Varz
-	if err := getJSON(ctx, n.monitor+"/varz", &vz); err != nil {
+	if err := n.Monitor(ctx, "/varz", &vz); err != nil {
 		return nil, err
 	}
 	advertised := map[string]bool{}
@@ -319,6 +307,30 @@ func (c *Cluster) missingURLs(ctx context.Context, n *Node) ([]string, error) {
 	}
 	return missing, nil
 }
+
+// Monitor asks the node's HTTP monitoring endpoint for path ("/varz", "/connz?state=any",
+// "/routez") and decodes its JSON answer into v (server.Varz, server.Connz, ...).
+func (n *Node) Monitor(ctx context.Context, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.monitor+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := monitorClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("natstest: %s%s: %s", n.monitor, path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("natstest: %s%s: %w", n.monitor, path, err)
+	}
+	return nil
+}
+
+// PID is the node's process id (its CPU time is in /proc/PID/stat).
+func (n *Node) PID() int { return n.cmd.Process.Pid }
 
 // URLs are the client URLs of every node.
 func (c *Cluster) URLs() []string {

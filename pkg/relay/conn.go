@@ -185,6 +185,12 @@ func (c *natsConn) connect() (*nats.Conn, error) {
 		nats.ReconnectBufSize(ReconnectBufferSize),
 		nats.NoEcho(),
 		nats.PermissionErrOnSubscribe(true),
+		// The queue of a synchronous subscription is a channel of this many messages,
+		// allocated whole at the subscription: nats.go's default, 65,536, is 512 KB per
+		// end whatever its traffic. The pending limit (SetPendingLimits) drops messages
+		// before the queue could hold more than PendingMessages, so no larger queue is
+		// ever used.
+		nats.SyncQueueLen(PendingMessages),
 		nats.ConnectHandler(c.onConnect),
 		nats.ReconnectHandler(c.onReconnect),
 		nats.DisconnectErrHandler(c.onDisconnect),

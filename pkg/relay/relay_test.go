@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -366,4 +367,44 @@ func TestDroneDropsForeignMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.hooks.waitDrop(t, link.DropMalformed, before+1)
+}
+
+// TestConnMemory: a relay end holds what its pending limits allow, not nats.go's default
+// queue of 65,536 messages per synchronous subscription (512 KB of channel per connection
+// whatever the traffic: half a gigabyte for a thousand drones). Heap after GC, before and
+// after opening the ends; the embedded server's share of each connection counts too.
+func TestConnMemory(t *testing.T) {
+	ns := startNATS(t, "")
+	urls := []string{ns.ClientURL()}
+	const n = 8
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	var ends []interface{ Close() error }
+	for i := range n {
+		id := fmt.Sprintf("drone-%d", i)
+		d, err := relay.Listen(relay.Config{URLs: urls, DroneID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := relay.Dial(relay.Config{URLs: urls, DroneID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends = append(ends, d, o)
+	}
+	after := heap()
+	for _, e := range ends {
+		e.Close()
+	}
+	per := int64(after-before) / (2 * n)
+	t.Logf("%d bytes of heap per relay end", per)
+	if limit := int64(256 << 10); per > limit {
+		t.Errorf("%d bytes of heap per relay end, want at most %d", per, limit)
+	}
 }
