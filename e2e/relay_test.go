@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nkeys"
-
 	"github.com/dronelink/dronelink/internal/natstest"
 )
 
@@ -29,19 +27,12 @@ type natsRelay struct {
 // startRelay starts the relay for the test.
 func startRelay(t *testing.T, f *fleet) *natsRelay {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "docs", "relay", "nats-server.conf"))
+	conf, seeds, err := natstest.ExampleConfig(filepath.Join("..", "docs", "relay", "nats-server.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := string(data)
 	r := &natsRelay{creds: map[string]string{}}
-	for _, user := range []string{"drone-7", "drone-8", "alice", "bob"} {
-		seed, pub := nkeyPair(t)
-		placeholder := `"` + strings.ToUpper(strings.ReplaceAll(user, "-", "_")) + `_NKEY"`
-		if !strings.Contains(conf, placeholder) {
-			t.Fatalf("the example config has no %s", placeholder)
-		}
-		conf = strings.ReplaceAll(conf, placeholder, `"`+pub+`"`)
+	for user, seed := range seeds {
 		content := fmt.Sprintf("nkey_seed = %q\n", seed)
 		if !strings.HasPrefix(user, "drone") {
 			content += fmt.Sprintf("name = %q\n", user)
@@ -65,19 +56,11 @@ func startRelay(t *testing.T, f *fleet) *natsRelay {
 // nkeyPair is a fresh NKey user's seed and public key.
 func nkeyPair(t *testing.T) (seed, pub string) {
 	t.Helper()
-	kp, err := nkeys.CreateUser()
+	seed, pub, err := natstest.NewUserKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := kp.Seed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := kp.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(s), p
+	return seed, pub
 }
 
 // reach are an operator's flags to reach drone id through the relay as NATS user natsUser.

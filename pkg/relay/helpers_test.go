@@ -9,14 +9,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nkeys"
 
 	"github.com/dronelink/dronelink/internal/natstest"
 	"github.com/dronelink/dronelink/pkg/crypto"
@@ -55,24 +53,9 @@ func testKeys(t testing.TB) {
 // drone-8, alice, bob) to its seed.
 func exampleConfig(t testing.TB) (conf string, seeds map[string]string) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "..", "docs", "relay", "nats-server.conf"))
+	conf, seeds, err := natstest.ExampleConfig(filepath.Join("..", "..", "docs", "relay", "nats-server.conf"))
 	if err != nil {
 		t.Fatal(err)
-	}
-	const listen = "\nlisten: 0.0.0.0:4222\n"
-	if !strings.Contains(string(data), listen) {
-		t.Fatalf("the example config has no line %q", strings.TrimSpace(listen))
-	}
-	conf = strings.Replace(string(data), listen, "\n", 1)
-	seeds = map[string]string{}
-	for _, user := range []string{"drone-7", "drone-8", "alice", "bob"} {
-		placeholder := strings.ToUpper(strings.ReplaceAll(user, "-", "_")) + "_NKEY"
-		if !strings.Contains(conf, `"`+placeholder+`"`) {
-			t.Fatalf("the example config has no placeholder %s", placeholder)
-		}
-		seed, pub := newNkey(t)
-		conf = strings.ReplaceAll(conf, `"`+placeholder+`"`, `"`+pub+`"`)
-		seeds[user] = seed
 	}
 	return conf, seeds
 }
@@ -80,19 +63,11 @@ func exampleConfig(t testing.TB) (conf string, seeds map[string]string) {
 // newNkey makes an NKey user key pair.
 func newNkey(t testing.TB) (seed, pub string) {
 	t.Helper()
-	kp, err := nkeys.CreateUser()
+	seed, pub, err := natstest.NewUserKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := kp.Seed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := kp.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(s), p
+	return seed, pub
 }
 
 // startNATS runs an embedded NATS server with conf for the test.
